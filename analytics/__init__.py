@@ -1,0 +1,1 @@
+"""Pure analytics: telemetry rules, video detectors and the event model (no I/O here)."""

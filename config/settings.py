@@ -1,0 +1,294 @@
+"""Service configuration: pydantic models, loaded once from TOML plus environment overrides.
+
+`load_settings` is the only place that reads configuration. It takes the environment as a
+mapping so that nothing depends on the process environment at import time, and every error
+names the file, the dotted key and the offending value.
+
+Environment overrides use ``MINGLIANG_<SECTION>__<KEY>``, for example
+``MINGLIANG_MQTT__PORT=1884``; ``MINGLIANG_CONFIG`` names a TOML file that is layered over the
+defaults in ``config/default.toml``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "MINGLIANG_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names file, key and value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class MqttSettings(_Section):
+    host: str = Field(description="Broker host name or address.", min_length=1)
+    port: Port = Field(description="Broker TCP port.")
+    username: str | None = Field(None, description="User name, if the broker wants one.")
+    password: str | None = Field(None, description="Password for `username`.")
+    client_id: str = Field(
+        description="Client id; must be stable, because the broker keeps the persistent "
+        "session (and the messages queued while ingest is down) under it.",
+        min_length=1,
+        max_length=128,
+    )
+    keepalive_s: int = Field(description="MQTT keepalive in seconds.", ge=5, le=3600)
+    session_expiry_s: int = Field(
+        description="How long the broker keeps the session and queues messages for a "
+        "disconnected ingest, in seconds.",
+        ge=0,
+        le=2**32 - 1,
+    )
+    receive_maximum: int = Field(
+        description="MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may "
+        "have in flight to ingest. Messages are acknowledged only once durable, so this "
+        "bounds both memory and the batch size.",
+        ge=1,
+        le=65535,
+    )
+    shared_group: str | None = Field(
+        None,
+        description="If set, subscribe through the shared subscription $share/<group>/... so "
+        "that several ingest nodes split the stream.",
+        pattern=r"^[A-Za-z0-9_-]+$",
+    )
+    reconnect_max_s: float = Field(
+        description="Longest wait between reconnection attempts.", gt=0, le=600
+    )
+
+
+class InfluxSettings(_Section):
+    url: str = Field(
+        description="Base URL of InfluxDB.",
+        pattern=r"^https?://[^\s/]+(:\d+)?/?$",
+    )
+    api: Literal["v1", "v2"] = Field(
+        description="Write API: v1 is /write (InfluxDB 1.x, and the compatibility endpoint of "
+        "2.x and 3.x); v2 is /api/v2/write with token, org and bucket. Reads always use "
+        "InfluxQL /query.",
+    )
+    database: str = Field(description="Database (v1) or the InfluxQL DBRP name (v2).", min_length=1)
+    retention_policy: str | None = Field(None, description="Retention policy for v1 writes.")
+    username: str | None = Field(None, description="v1 user.")
+    password: str | None = Field(None, description="v1 password.")
+    token: str | None = Field(None, description="v2/v3 API token.")
+    org: str | None = Field(None, description="v2 organisation.")
+    bucket: str | None = Field(None, description="v2 bucket.")
+    timeout_s: float = Field(description="HTTP timeout per request.", gt=0, le=300)
+    create_database: bool = Field(
+        description="Issue CREATE DATABASE at start (v1 only; harmless if it exists)."
+    )
+
+    @model_validator(mode="after")
+    def _v2_needs_target(self) -> InfluxSettings:
+        if self.api == "v2":
+            missing = [k for k in ("token", "org", "bucket") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"api = 'v2' needs {', '.join(missing)}")
+        return self
+
+
+class IngestSettings(_Section):
+    max_payload_bytes: int = Field(
+        description="Larger payloads are rejected as too_large.", ge=256, le=16 * 2**20
+    )
+    max_readings_per_message: int = Field(
+        description="Most readings one array payload may carry.", ge=1, le=100_000
+    )
+    max_past_s: int = Field(
+        description="Readings older than this are rejected (timestamp_out_of_range).",
+        ge=60,
+    )
+    max_future_s: int = Field(
+        description="Readings further ahead of the receive time are rejected.",
+        ge=0,
+        le=86400,
+    )
+    batch_max_points: int = Field(
+        description="A batch is written once it holds this many points.", ge=1, le=100_000
+    )
+    batch_max_delay_ms: int = Field(
+        description="... or once its oldest point is this old.", ge=1, le=60_000
+    )
+
+
+class SpoolSettings(_Section):
+    max_bytes: int = Field(
+        description="Disk the spool may use while InfluxDB is away. When it is full, ingest "
+        "stops acknowledging and the broker keeps the messages.",
+        ge=2**20,
+    )
+    segment_bytes: int = Field(
+        description="Size at which a spool segment file is closed.", ge=2**16
+    )
+    retry_initial_s: float = Field(description="First wait before retrying InfluxDB.", gt=0, le=60)
+    retry_max_s: float = Field(description="Longest wait between retries.", gt=0, le=600)
+
+
+class RejectsSettings(_Section):
+    max_file_bytes: int = Field(description="Size at which rejects.jsonl is rotated.", ge=2**16)
+    keep_files: int = Field(description="Rotated reject files kept.", ge=1, le=100)
+    recent: int = Field(
+        description="Recent rejections kept in memory for the API.", ge=1, le=100_000
+    )
+    payload_excerpt_bytes: int = Field(
+        description="Bytes of a rejected payload kept with its record.", ge=0, le=65536
+    )
+    log_every_s: float = Field(
+        description="At most one log line per reason in this interval; the rest are counted.",
+        gt=0,
+    )
+
+
+class ApiSettings(_Section):
+    host: str = Field(description="Address the HTTP API listens on.", min_length=1)
+    port: Port = Field(description="HTTP API port.")
+    reporting_window_s: int = Field(
+        description="A site or device counts as reporting if it sent telemetry this recently.",
+        ge=10,
+    )
+    last_seen_lookback_s: int = Field(
+        description="How far back the directory looks for a device's newest telemetry.",
+        ge=60,
+        le=400 * 86400,
+    )
+    max_points: int = Field(
+        description="Most points one telemetry query returns.", ge=1, le=1_000_000
+    )
+
+
+class SimulatorSettings(_Section):
+    interval_s: float = Field(
+        description="Simulated seconds between two readings of a sensor.", gt=0, le=3600
+    )
+    speed: float = Field(
+        description="Simulated seconds per real second (time acceleration).", gt=0, le=3600
+    )
+    street_heartbeat_s: float = Field(
+        description="Seconds between two heartbeats of a street camera.", gt=0, le=3600
+    )
+    street_connections: int = Field(
+        description="MQTT connections the street cameras' heartbeats share.", ge=1, le=2000
+    )
+    seed: int = Field(description="Seed of every random choice the simulator makes.")
+    faults: list[str] = Field(
+        description="Scripted faults, 'kind:target@start+duration' (see docs/simulators.md).",
+    )
+
+
+class PathSettings(_Section):
+    data_dir: Path = Field(description="Where spool, rejects and local services keep their files.")
+    inventory: Path = Field(description="The district inventory manifest.")
+
+
+class Settings(_Section):
+    """The whole configuration; every value has its default in config/default.toml."""
+
+    mqtt: MqttSettings
+    influx: InfluxSettings
+    ingest: IngestSettings
+    spool: SpoolSettings
+    rejects: RejectsSettings
+    api: ApiSettings
+    simulator: SimulatorSettings
+    paths: PathSettings
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the configuration, relative paths taken from the project root."""
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolve(self.paths.data_dir)
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.resolve(self.paths.inventory)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """`MINGLIANG_MQTT__PORT=1884` becomes {"mqtt": {"port": "1884"}}; pydantic converts."""
+    tree: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        if keys[-1] == "faults":
+            node[keys[-1]] = [part for part in value.split(",") if part]
+        else:
+            node[keys[-1]] = value
+    return tree
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def load_settings(
+    env: Mapping[str, str], path: Path | None = None, **overrides: Mapping[str, Any]
+) -> Settings:
+    """Defaults, then the file (`path` or $MINGLIANG_CONFIG), then environment, then overrides.
+
+    `overrides` are whole sections given by callers such as tests (``mqtt={"port": 1884}``).
+    """
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        (str(DEFAULT_CONFIG), _read_toml(DEFAULT_CONFIG))
+    ]
+    file_path = path or (Path(env["MINGLIANG_CONFIG"]) if env.get("MINGLIANG_CONFIG") else None)
+    if file_path is not None:
+        layers.append((str(file_path), _read_toml(file_path)))
+    env_tree = _env_overrides(env)
+    if env_tree:
+        layers.append(("environment (MINGLIANG_*)", env_tree))
+    if overrides:
+        layers.append(("overrides", overrides))
+
+    merged: dict[str, Any] = {}
+    for source, layer in layers:
+        merged = _merge(merged, layer)
+        try:
+            # Validate each layer as it is added so the error names the layer that broke it.
+            Settings.model_validate(merged)
+        except ValidationError as exc:
+            problems = "; ".join(_describe(e) for e in exc.errors())
+            raise ConfigError(f"{source}: {problems}") from exc
+    return Settings.model_validate(merged)

@@ -1,0 +1,186 @@
+"""Local Mosquitto and InfluxDB processes, each in a folder of its own.
+
+Used by the tests and benchmarks (free loopback ports, temporary folders) and by the demo when
+no broker or database answers at the configured address. The Debian packages provide the
+binaries (`mosquitto`, `influxdb`); nothing here installs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+
+class ServiceError(Exception):
+    """A local service could not be started or stopped."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _binary(name: str, package: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if path is None:
+        raise ServiceError(f"{name} not found: install the Debian package {package!r}")
+    return path
+
+
+class _Process:
+    """A child process with a log file, started and stopped as a context manager."""
+
+    name = "service"
+    start_timeout_s = 30.0
+
+    def __init__(self, workdir: Path, host: str, port: int | None) -> None:
+        self.workdir = workdir
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.log_path = workdir / f"{self.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        return port_answers(self.host, self.port)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                self._command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in a terminal goes to us, not to the child.
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + self.start_timeout_s
+        while not self._ready():
+            if self._proc.poll() is not None:
+                raise ServiceError(
+                    f"{self.name} exited with {self._proc.returncode} at start; "
+                    f"see {self.log_path}: {self._log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"{self.name} did not answer on {self.host}:{self.port}")
+            time.sleep(0.05)  # polling a child's readiness, not synchronising with our code
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _log_tail(self, lines: int = 5) -> str:
+        with contextlib.suppress(OSError):
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def __enter__(self) -> _Process:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Mosquitto(_Process):
+    """A broker configured as Mingliang needs: persistent sessions with deep queues."""
+
+    name = "mosquitto"
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        super().__init__(workdir, host, port)
+
+    def _command(self) -> list[str]:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            # The default (1,000) drops messages for an ingest that is down for a few seconds
+            # at district rates; see docs/operations.md.
+            "max_queued_messages 1000000\n"
+            "max_inflight_messages 0\n"
+            f"log_dest file {self.log_path}\n"
+            "log_type error\nlog_type warning\n"
+        )
+        return [_binary("mosquitto", "mosquitto"), "-c", str(conf)]
+
+
+class Influxd(_Process):
+    """An InfluxDB 1.x server with its meta, data and WAL under `workdir`."""
+
+    name = "influxd"
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        super().__init__(workdir, host, port)
+        self.rpc_port = free_port(host)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/ping", timeout=1.0).status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    def _command(self) -> list[str]:
+        conf = self.workdir / "influxdb.conf"
+        conf.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "{self.host}:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{self.workdir}/meta"\n'
+            f'[data]\n  dir = "{self.workdir}/data"\n  wal-dir = "{self.workdir}/wal"\n'
+            "  query-log-enabled = false\n"
+            f'[http]\n  bind-address = "{self.host}:{self.port}"\n  log-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+        )
+        return [_binary("influxd", "influxdb"), "-config", str(conf)]

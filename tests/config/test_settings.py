@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.settings import ConfigError, load_settings
+
+
+def test_defaults_come_from_default_toml() -> None:
+    settings = load_settings({})
+    assert (settings.mqtt.host, settings.mqtt.port) == ("127.0.0.1", 1883)
+    assert settings.influx.url == "http://127.0.0.1:8086"
+    assert (settings.api.host, settings.api.port) == ("127.0.0.1", 8000)
+
+
+def test_environment_overrides_one_key_and_is_converted() -> None:
+    settings = load_settings({"MINGLIANG_MQTT__PORT": "1884", "UNRELATED": "x"})
+    assert settings.mqtt.port == 1884
+    assert settings.mqtt.host == "127.0.0.1"
+
+
+def test_file_layers_over_defaults(tmp_path: Path) -> None:
+    conf = tmp_path / "site.toml"
+    conf.write_text('[influx]\nurl = "http://10.0.0.5:8086"\n')
+    settings = load_settings({"MINGLIANG_CONFIG": str(conf)})
+    assert settings.influx.url == "http://10.0.0.5:8086"
+    assert settings.influx.database == "mingliang"
+
+
+def test_error_names_file_key_and_value(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text("[ingest]\nmax_payload_bytes = 12\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings({}, conf)
+    message = str(err.value)
+    assert str(conf) in message
+    assert "ingest.max_payload_bytes" in message
+    assert "12" in message
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    conf = tmp_path / "typo.toml"
+    conf.write_text("[mqtt]\nhots = 'broker'\n")
+    with pytest.raises(ConfigError, match=r"mqtt\.hots: unknown key"):
+        load_settings({}, conf)
+
+
+def test_invalid_toml_and_missing_file_are_named(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[mqtt\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings({}, broken)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings({}, tmp_path / "absent.toml")
+
+
+def test_v2_api_needs_token_org_bucket() -> None:
+    with pytest.raises(ConfigError, match="token, org, bucket"):
+        load_settings({"MINGLIANG_INFLUX__API": "v2"})
+    settings = load_settings(
+        {},
+        influx={"api": "v2", "token": "t", "org": "district", "bucket": "telemetry"},
+    )
+    assert settings.influx.bucket == "telemetry"
+
+
+def test_relative_paths_resolve_from_the_project_root() -> None:
+    settings = load_settings({"MINGLIANG_PATHS__DATA_DIR": "/var/lib/mingliang"})
+    assert settings.data_dir == Path("/var/lib/mingliang")
+    assert load_settings({}).inventory_path.is_file()

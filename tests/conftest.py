@@ -1,0 +1,30 @@
+"""Real services for the tests: a Mosquitto broker and an InfluxDB 1.x server on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devices.registry import Registry, load_registry
+from ingest.local_services import Influxd, Mosquitto
+
+INVENTORY = Path(__file__).resolve().parent.parent / "config" / "inventory" / "inventory.toml"
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return load_registry(INVENTORY)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as mosquitto:
+        yield mosquitto
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    with Influxd(tmp_path_factory.mktemp("influxd")) as server:
+        yield server

@@ -1,0 +1,101 @@
+"""Helpers shared by tests that drive the real broker and database."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paho.mqtt.client as paho
+
+from config.settings import Settings, load_settings
+from ingest.influx import InfluxWriteClient
+from ingest.local_services import Influxd, Mosquitto
+
+T = TypeVar("T")
+_ids = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{time.time_ns() % 10**9}_{next(_ids)}"
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str, every: float = 0.05) -> T:
+    """Poll `condition` until it returns something truthy; fail naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)  # polling interval of a condition, not a stand-in for synchronisation
+
+
+def make_settings(
+    data_dir: Path, broker: Mosquitto, influxd: Influxd, **sections: Mapping[str, Any]
+) -> Settings:
+    """Settings for one test: its own database, MQTT client id and data folder."""
+    mqtt = {"host": broker.host, "port": broker.port, "client_id": unique("ingest")}
+    influx = {"url": influxd.url, "database": unique("test")}
+    merged = {
+        "mqtt": {**mqtt, **sections.pop("mqtt", {})},
+        "influx": {**influx, **sections.pop("influx", {})},
+        "paths": {"data_dir": str(data_dir), **sections.pop("paths", {})},
+        **sections,
+    }
+    return load_settings({}, **merged)
+
+
+class Publisher:
+    """A device-side client that publishes QoS 1 and waits until the broker has everything."""
+
+    def __init__(self, broker: Mosquitto, client_id: str | None = None) -> None:
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=client_id or unique("device")
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self._infos: list[paho.MQTTMessageInfo] = []
+
+    def publish(self, topic: str, payload: bytes | str | Any, *, retain: bool = False) -> None:
+        if not isinstance(payload, bytes | str):
+            payload = json.dumps(payload)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        self._infos.append(info)
+
+    def publish_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        for topic, payload in items:
+            self.publish(topic, payload)
+
+    def flush(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        for info in self._infos:
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            assert info.is_published(), "the broker did not acknowledge a publish in time"
+        self._infos.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def query(settings: Settings, q: str) -> list[dict[str, Any]]:
+    """Rows of a single-statement InfluxQL query against the test's database."""
+    client = InfluxWriteClient(settings.influx)
+    try:
+        statements = client.query(q, epoch="ns")
+    finally:
+        client.close()
+    return [row for series in statements[0] for row in series.rows()] if statements else []
+
+
+def count(settings: Settings, measurement: str, field: str, where: str = "") -> int:
+    rows = query(settings, f'SELECT count("{field}") FROM "{measurement}" {where}')
+    return int(rows[0]["count"]) if rows else 0
