@@ -146,10 +146,15 @@ def _error_text(response: httpx.Response) -> str:
 class InfluxWriteClient:
     """Blocking client for the writer thread: writes, plus the few queries ingest needs."""
 
-    def __init__(self, settings: InfluxSettings) -> None:
+    def __init__(
+        self, settings: InfluxSettings, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self._endpoint = _Endpoint(settings)
         self._client = httpx.Client(
-            timeout=settings.timeout_s, headers=self._endpoint.headers, auth=self._endpoint.auth
+            timeout=settings.timeout_s,
+            headers=self._endpoint.headers,
+            auth=self._endpoint.auth,
+            transport=transport,
         )
 
     def write(self, body: bytes) -> None:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import paho.mqtt.client as paho
+import uvicorn
+from fastapi import FastAPI
 
 from config.settings import Settings, load_settings
 from ingest.influx import InfluxWriteClient
-from ingest.local_services import Influxd, Mosquitto
+from ingest.local_services import Influxd, Mosquitto, free_port
 
 T = TypeVar("T")
 _ids = itertools.count(1)
@@ -99,3 +104,21 @@ def query(settings: Settings, q: str) -> list[dict[str, Any]]:
 def count(settings: Settings, measurement: str, field: str, where: str = "") -> int:
     rows = query(settings, f'SELECT count("{field}") FROM "{measurement}" {where}')
     return int(rows[0]["count"]) if rows else 0
+
+
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[httpx.Client]:
+    """Run `app` under a real uvicorn server on a free port; yield a client for it."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), 30, "the API to start")
+        assert server.started, "uvicorn stopped during start-up"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(60)

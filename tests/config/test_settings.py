@@ -69,3 +69,10 @@ def test_relative_paths_resolve_from_the_project_root() -> None:
     settings = load_settings({"MINGLIANG_PATHS__DATA_DIR": "/var/lib/mingliang"})
     assert settings.data_dir == Path("/var/lib/mingliang")
     assert load_settings({}).inventory_path.is_file()
+
+
+def test_configuration_reference_is_up_to_date() -> None:
+    from config.__main__ import reference
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert doc.read_text() == reference(), "run: python -m config > docs/configuration.md"
