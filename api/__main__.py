@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # One line per InfluxDB request would drown everything else.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         settings = load_settings(os.environ, args.config)
         registry = load_registry(settings.inventory_path)

@@ -87,9 +87,9 @@ class MqttCollector:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._connected.clear()  # a disconnect we asked for is not worth a warning
         self._client.disconnect()
         self._client.loop_stop()
-        self._connected.clear()
 
     def ack(self, acks: Sequence[Ack]) -> int:
         """Acknowledge messages of the current connection; returns how many were sent."""

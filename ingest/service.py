@@ -10,10 +10,12 @@ messages, makes what was taken durable and acknowledges it, then disconnects.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from config.settings import Settings
 from devices.registry import Registry
@@ -56,12 +58,30 @@ class Health:
         }
 
 
+class DataDirInUse(Exception):
+    """Another ingest process owns this data folder (its spool would be corrupted)."""
+
+
+def _lock_data_dir(data: Path) -> IO[bytes]:
+    data.mkdir(parents=True, exist_ok=True)
+    handle = (data / "ingest.lock").open("wb")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DataDirInUse(
+            f"another ingest process uses {data}; give each one its own paths.data_dir"
+        ) from None
+    return handle  # the lock lives as long as this handle; the kernel drops it if we die
+
+
 class IngestService:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = IngestMetrics()
         data = settings.data_dir
+        self._lock = _lock_data_dir(data)
         self.rejects = RejectLog(data / "rejects" / "rejects.jsonl", settings.rejects)
         self.dead_letters = RejectLog(
             data / "rejects" / "deadletter.jsonl", settings.rejects, what="dead-lettered"
@@ -125,6 +145,7 @@ class IngestService:
         self._spool.close()
         self.rejects.close()
         self.dead_letters.close()
+        self._lock.close()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._collector.wait_connected(timeout)

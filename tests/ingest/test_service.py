@@ -14,7 +14,7 @@ import pytest
 from config.settings import Settings
 from devices.registry import Registry
 from ingest.local_services import Influxd, Mosquitto
-from ingest.service import IngestService
+from ingest.service import DataDirInUse, IngestService
 from tests.support import Publisher, count, make_settings, query, wait_until
 
 FRIDGE = "kitchen-0001-fridge-1"
@@ -224,3 +224,10 @@ def test_influx_refusal_is_dead_lettered_and_the_rest_of_the_batch_stored(
     device.publish(topic(FRIDGE), {"ts": ts + 100, "values": {"temp_c": 2.5}})
     device.flush()
     wait_until(lambda: count(settings, "telemetry", "temp_c", where) == 21, 15, "the next reading")
+
+
+def test_two_ingests_cannot_share_a_data_folder(
+    service: IngestService, settings: Settings, registry: Registry
+) -> None:
+    with pytest.raises(DataDirInUse, match=str(settings.data_dir)):
+        IngestService(settings, registry)

@@ -1,0 +1,233 @@
+"""`./mingliang up`: the whole system with the district simulated, on one machine.
+
+Uses the configured broker and InfluxDB, starting local ones (data under `paths.data_dir`) when
+none answers on a loopback address; starts the service (`python -m api`) and the simulators
+(`python -m simulators`) with their logs in `data/logs/`; then shows the kitchens' data
+arriving through the API until all report, and a status line every few seconds. Ctrl-C stops
+what it started, in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import ipaddress
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+import httpx
+
+from config.settings import ConfigError, Settings, load_settings
+from devices.models import SiteKind
+from devices.registry import InventoryError, load_registry
+from ingest.local_services import Influxd, Mosquitto, ServiceError, port_answers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A few things going wrong, so the rejections, the spool of faulty data and the fault curves
+# have something to show. See docs/simulators.md for the syntax.
+DEMO_FAULTS = (
+    "malformed:kitchen-0013-fridge-1@20s+30m",
+    "fridge_warming:kitchen-0007@30s+20m",
+    "gas_spike:kitchen-0021@60s+2m",
+    "silent:kitchen-0042@90s+5m",
+)
+
+
+class DemoError(Exception):
+    """The demo cannot start; the message says what to do."""
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _influx_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url.rstrip('/')}/ping", timeout=1).status_code == 204
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def broker(settings: Settings) -> Iterator[None]:
+    host, port = settings.mqtt.host, settings.mqtt.port
+    if port_answers(host, port):
+        print(f"broker:   using the one at {host}:{port}")
+        yield
+        return
+    if not _loopback(host):
+        raise DemoError(f"no MQTT broker answers at {host}:{port} (mqtt.host/mqtt.port)")
+    workdir = settings.data_dir / "mosquitto"
+    with Mosquitto(workdir, host, port):
+        print(f"broker:   started Mosquitto on {host}:{port}, data in {workdir}")
+        yield
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[None]:
+    url = settings.influx.url
+    if _influx_answers(url):
+        print(f"database: using InfluxDB at {url}")
+        yield
+        return
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 8086
+    if not _loopback(host) or settings.influx.api != "v1":
+        raise DemoError(f"no InfluxDB answers at {url} (influx.url)")
+    workdir = settings.data_dir / "influxdb"
+    with Influxd(workdir, host, port):
+        print(f"database: started InfluxDB on {url}, data in {workdir}")
+        yield
+
+
+@contextlib.contextmanager
+def child(name: str, args: Sequence[str], log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    print(f"{name + ':':9} started (pid {proc.pid}), log in {log_path}")
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def wait_for_api(base: str, service: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.poll() is not None:
+            raise DemoError(f"the service exited with {service.returncode}:\n{_tail(log)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)  # polling a child process's readiness
+    raise DemoError(f"the service did not become healthy in {timeout:.0f} s:\n{_tail(log)}")
+
+
+_METRIC_RE = re.compile(r"^(mingliang_ingest_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", re.M)
+
+
+def _metrics(base: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for name, _, value in _METRIC_RE.findall(httpx.get(f"{base}/metrics", timeout=5).text):
+        totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
+
+
+def watch(base: str, kitchens: int, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Print kitchens reporting until all do, then a status line every 10 s, until stopped."""
+    started = time.monotonic()
+    all_reporting = False
+    last_status = 0.0
+    while True:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise DemoError(f"the {name} exited with {proc.returncode}; see its log")
+        try:
+            if not all_reporting:
+                sites = httpx.get(f"{base}/api/v1/sites", params={"kind": "kitchen"}, timeout=10)
+                reporting = sites.json()["reporting"]
+                elapsed = time.monotonic() - started
+                print(
+                    f"\rkitchens reporting: {reporting:3d}/{kitchens} ({elapsed:4.1f} s)",
+                    end="",
+                    flush=True,
+                )
+                if reporting >= kitchens:
+                    all_reporting = True
+                    print(f"\nall {kitchens} kitchens are reporting, {elapsed:.1f} s after start")
+                    print(f"open {base}/docs, or {base}/api/v1/sites?kind=kitchen")
+            elif time.monotonic() - last_status >= 10:
+                last_status = time.monotonic()
+                m = _metrics(base)
+                print(
+                    f"received {m.get('mingliang_ingest_messages_received_total', 0):,.0f}  "
+                    f"stored {m.get('mingliang_ingest_points_written_total', 0):,.0f}  "
+                    f"rejected {m.get('mingliang_ingest_rejected_total', 0):,.0f}  "
+                    f"spooled {m.get('mingliang_ingest_spool_points', 0):,.0f}  "
+                    f"(Ctrl-C stops)"
+                )
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            print(f"\nAPI not answering as expected: {exc!r}")
+        time.sleep(1.0)  # the refresh rate of the display
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="./mingliang up", description=__doc__)
+    parser.add_argument("--no-faults", action="store_true", help="no scripted faults")
+    parser.add_argument("--speed", type=float, help="simulated seconds per real second")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows even when piped
+    try:
+        settings = load_settings(os.environ)
+        registry = load_registry(settings.inventory_path)
+    except (ConfigError, InventoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    kitchens = len(registry.sites_of_kind(SiteKind.KITCHEN))
+    base = f"http://{settings.api.host}:{settings.api.port}"
+    logs = settings.data_dir / "logs"
+    sim_args = ["-m", "simulators"]
+    if not args.no_faults:
+        for fault in DEMO_FAULTS:
+            sim_args += ["--fault", fault]
+    if args.speed:
+        sim_args += ["--speed", str(args.speed)]
+    try:
+        if port_answers(settings.api.host, settings.api.port):
+            raise DemoError(f"something already listens on {base} (api.port); stop it first")
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(broker(settings))
+            stack.enter_context(database(settings))
+            service = stack.enter_context(child("service", ["-m", "api"], logs))
+            wait_for_api(base, service, logs / "service.log", timeout=60)
+            print(f"api:      {base} (docs at {base}/docs)")
+            simulators = stack.enter_context(child("simulators", sim_args, logs))
+            watch(base, kitchens, {"service": service, "simulators": simulators})
+    except KeyboardInterrupt:
+        print("\nstopped")
+        return 0
+    except (DemoError, ServiceError) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The run command's main job: the system up with the whole district, data arriving."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from ingest.local_services import Mosquitto, free_port, port_answers
+from tests.support import unique
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_brings_up_the_system_and_all_254_kitchens_report_within_a_minute(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    influx_port, api_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        # The broker answers, so the demo uses it; nothing answers on the InfluxDB port, so the
+        # demo starts its own there, with its data under the data folder.
+        "MINGLIANG_MQTT__HOST": broker.host,
+        "MINGLIANG_MQTT__PORT": str(broker.port),
+        "MINGLIANG_MQTT__CLIENT_ID": unique("demo-ingest"),
+        "MINGLIANG_INFLUX__URL": f"http://127.0.0.1:{influx_port}",
+        "MINGLIANG_API__PORT": str(api_port),
+        "MINGLIANG_PATHS__DATA_DIR": str(tmp_path / "data"),
+    }
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "simulators.demo"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:  # the demo's own deadline: it reports or exits
+            seen.append(line.rstrip())
+            if line.startswith("all 254 kitchens are reporting"):
+                break
+        else:
+            raise AssertionError("demo ended before all kitchens reported:\n" + "\n".join(seen))
+        seconds = float(seen[-1].split(",")[1].split()[0])
+        assert seconds < 60, seen[-1]
+        assert any(line.startswith("database: started InfluxDB") for line in seen)
+        sites = httpx.get(
+            f"http://127.0.0.1:{api_port}/api/v1/sites", params={"kind": "kitchen"}, timeout=10
+        ).json()
+        assert sites["reporting"] == 254
+        fridge = httpx.get(
+            f"http://127.0.0.1:{api_port}/api/v1/devices/kitchen-0007-fridge-1/telemetry",
+            params={"metric": "temp_c"},
+            timeout=10,
+        ).json()
+        assert fridge["points"] and all(-60 < p["temp_c"] < 60 for p in fridge["points"])
+        assert (tmp_path / "data" / "influxdb" / "data").is_dir()
+    finally:
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=120)
+    assert demo.returncode == 0, out
+    assert "stopped" in out
+    # It stopped what it started.
+    assert not port_answers("127.0.0.1", influx_port)
+    assert not port_answers("127.0.0.1", api_port)
