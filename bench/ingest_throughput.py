@@ -7,7 +7,9 @@ messages from a separate process, twice:
   * baseline: a bare paho subscriber (MQTT 5, QoS 1, auto-ack) counts them;
   * ingest:   the real service (`python -m api`) stores them; the clock stops when InfluxDB
               answers a count of N (published -> acknowledged -> queryable).
-Prints messages/s for both, the medians and the ratio ingest / baseline (target >= 0.8).
+Prints messages/s for both, the medians and the ratio ingest / baseline (target >= 0.8), and
+the CPU each consumer spent per message (one Python publisher is the ceiling of both rates on
+a small machine; the CPU figure says how far ingest is from its own).
 """
 
 from __future__ import annotations
@@ -92,8 +94,10 @@ def subscribe(host: str, port: int, count: int) -> None:
     props.ReceiveMaximum = 10_000
     client.connect(host, port, properties=props)
     client.subscribe("v1/sites/#", qos=1)
+    cpu_before = time.process_time()
     client.loop_forever()
-    print(json.dumps({"done": done, "received": got}), flush=True)
+    cpu = time.process_time() - cpu_before
+    print(json.dumps({"done": done, "received": got, "cpu_s": cpu}), flush=True)
 
 
 def _child(*args: str) -> subprocess.Popen[str]:
@@ -108,17 +112,27 @@ def _run_publisher(broker: Mosquitto, count: int) -> float:
     return float(json.loads(out.strip().splitlines()[-1])["started"])
 
 
-def baseline_round(broker: Mosquitto, count: int) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def baseline_round(broker: Mosquitto, count: int) -> tuple[float, float]:
+    """(messages/s, CPU µs per message) of the bare subscriber."""
     sub = _child("--as-subscriber", broker.host, str(broker.port), str(count))
     assert sub.stdout is not None
     assert sub.stdout.readline().strip() == "subscribed"
     started = _run_publisher(broker, count)
     out, _ = sub.communicate(timeout=600)
-    done = json.loads(out.strip().splitlines()[-1])["done"]
-    return count / (done - started)
+    result = json.loads(out.strip().splitlines()[-1])
+    return count / (result["done"] - started), result["cpu_s"] / count * 1e6
 
 
-def ingest_round(broker: Mosquitto, influxd: Influxd, workdir: Path, count: int, n: int) -> float:
+def ingest_round(
+    broker: Mosquitto, influxd: Influxd, workdir: Path, count: int, n: int
+) -> tuple[float, float]:
+    """(messages/s published -> queryable, CPU µs per message) of the ingest service."""
     database = f"bench_{n}"
     api_port = free_port()
     env = {
@@ -150,6 +164,7 @@ def ingest_round(broker: Mosquitto, influxd: Influxd, workdir: Path, count: int,
             if time.monotonic() > deadline:
                 raise RuntimeError(f"ingest did not start; see {log.name}")
             time.sleep(0.1)
+        cpu_before = _cpu_seconds(service.pid)
         started = _run_publisher(broker, count)
         query = {"db": database, "q": 'SELECT count("temp_c") FROM telemetry'}
         while True:
@@ -159,7 +174,8 @@ def ingest_round(broker: Mosquitto, influxd: Influxd, workdir: Path, count: int,
                 done = time.time()
                 break
             time.sleep(0.02)  # polling resolution of the measurement
-        return count / (done - started)
+        cpu = _cpu_seconds(service.pid) - cpu_before
+        return count / (done - started), cpu / count * 1e6
     finally:
         service.terminate()
         service.wait(60)
@@ -193,13 +209,19 @@ def main() -> int:
         with Mosquitto(workdir / "mosquitto") as broker, Influxd(workdir / "influxd") as influxd:
             bare: list[float] = []
             ingest: list[float] = []
+            bare_cpu: list[float] = []
+            ingest_cpu: list[float] = []
             print(
                 f"{args.messages} QoS 1 messages per run, {args.rounds} rounds, "
                 f"{os.cpu_count()} cores"
             )
             for n in range(args.rounds):
-                bare.append(baseline_round(broker, args.messages))
-                ingest.append(ingest_round(broker, influxd, workdir, args.messages, n))
+                rate, cpu = baseline_round(broker, args.messages)
+                bare.append(rate)
+                bare_cpu.append(cpu)
+                rate, cpu = ingest_round(broker, influxd, workdir, args.messages, n)
+                ingest.append(rate)
+                ingest_cpu.append(cpu)
                 print(
                     f"round {n + 1}: bare subscriber {bare[-1]:,.0f} msg/s   "
                     f"ingest end to end {ingest[-1]:,.0f} msg/s   "
@@ -209,6 +231,11 @@ def main() -> int:
             b, i = statistics.median(bare), statistics.median(ingest)
             print(f"median: bare subscriber {b:,.0f} msg/s, ingest {i:,.0f} msg/s")
             print(f"ratio ingest / bare subscriber: {i / b:.2f} (target >= 0.80)")
+            bc, ic = statistics.median(bare_cpu), statistics.median(ingest_cpu)
+            print(
+                f"CPU per message: bare subscriber {bc:.0f} µs, ingest {ic:.0f} µs "
+                f"(ingest alone could take ~{1e6 / ic:,.0f} msg/s per core)"
+            )
     return 0
 
 

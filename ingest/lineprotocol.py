@@ -10,6 +10,7 @@ type differs from the one already stored in the shard.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Iterable, Mapping
@@ -99,15 +100,21 @@ class Point:
     ts_ns: int
 
 
-def encode_point(point: Point) -> str:
-    if not point.fields:
-        raise LineProtocolError(f"point in {point.measurement!r} has no fields")
-    head = escape_measurement(point.measurement)
-    for key in sorted(point.tags):  # InfluxDB indexes faster with tags in key order
-        value = point.tags[key]
+@functools.lru_cache(maxsize=65536)
+def _head(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    # A device's measurement and tags repeat on every point: escape them once.
+    head = escape_measurement(measurement)
+    for key, value in sorted(tags):  # InfluxDB indexes faster with tags in key order
         if value == "":
             continue  # an empty tag value is the same as no tag
         head += f",{escape_key('tag key', key)}={escape_key('tag value', value)}"
+    return head
+
+
+def encode_point(point: Point) -> str:
+    if not point.fields:
+        raise LineProtocolError(f"point in {point.measurement!r} has no fields")
+    head = _head(point.measurement, tuple(point.tags.items()))
     fields = ",".join(
         f"{escape_key('field key', k)}={format_field(v)}" for k, v in point.fields.items()
     )
