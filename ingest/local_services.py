@@ -105,6 +105,12 @@ class _Process:
             proc.kill()
             proc.wait()
 
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Signal the running process (SIGSTOP/SIGCONT make a server hang and recover)."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise ServiceError(f"{self.name} is not running")
+        self._proc.send_signal(sig)
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -230,6 +230,11 @@ class WriterLoop:
             except (SpoolFull, SpoolIOError) as exc:
                 # Nothing is acknowledged, so the broker keeps these messages; make room by
                 # replaying, or wait for InfluxDB.
+                if self._batcher.closed:
+                    log.error(
+                        "stopping with %d messages not durable; the broker keeps them", len(batch)
+                    )
+                    return
                 log.error("cannot spool, holding messages at the broker: %s", exc)
                 if not self._writer.drain_one():
                     time.sleep(max(0.1, self._writer.retry_in()))  # wait for InfluxDB to return

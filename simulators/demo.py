@@ -144,9 +144,13 @@ def _metrics(base: str) -> dict[str, float]:
     return totals
 
 
-def watch(base: str, kitchens: int, procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    """Print kitchens reporting until all do, then a status line every 10 s, until stopped."""
-    started = time.monotonic()
+def watch(
+    base: str, kitchens: int, procs: dict[str, subprocess.Popen[bytes]], started: float
+) -> None:
+    """Print kitchens reporting until all do, then a status line every 10 s, until stopped.
+
+    `started` (time.monotonic) is when the demo began, so the time shown includes start-up.
+    """
     all_reporting = False
     last_status = 0.0
     while True:
@@ -191,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-faults", action="store_true", help="no scripted faults")
     parser.add_argument("--speed", type=float, help="simulated seconds per real second")
     args = parser.parse_args(argv)
+    started = time.monotonic()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows even when piped
@@ -219,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             wait_for_api(base, service, logs / "service.log", timeout=60)
             print(f"api:      {base} (docs at {base}/docs)")
             simulators = stack.enter_context(child("simulators", sim_args, logs))
-            watch(base, kitchens, {"service": service, "simulators": simulators})
+            watch(base, kitchens, {"service": service, "simulators": simulators}, started)
     except KeyboardInterrupt:
         print("\nstopped")
         return 0

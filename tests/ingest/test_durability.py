@@ -70,6 +70,37 @@ def test_influx_down_30s_while_10000_messages_arrive_loses_and_duplicates_nothin
         assert spooled == total
 
 
+def test_influx_hanging_is_treated_like_down_and_nothing_is_lost(
+    tmp_path: Path, broker: Mosquitto, own_influxd: Influxd, registry: Registry
+) -> None:
+    settings = make_settings(
+        tmp_path / "data",
+        broker,
+        own_influxd,
+        influx={"timeout_s": 1.0},
+        spool={"retry_initial_s": 0.2, "retry_max_s": 1.0},
+    )
+    topics = door_topics(registry)
+    base_ms = time.time_ns() // 1_000_000 - 60_000
+    with IngestService(settings, registry) as service:
+        assert service.wait_connected(15)
+        wait_until(lambda: service.health().influx_up, 15, "InfluxDB up")
+        own_influxd.send_signal(signal.SIGSTOP)  # accepts connections, never answers
+        try:
+            device = Publisher(broker)
+            device.publish_many(
+                (topics[i % len(topics)], {"ts": base_ms + i, "values": {"open_count": i}})
+                for i in range(500)
+            )
+            device.close()
+            wait_until(lambda: service.health().spool_points == 500, 30, "500 points spooled")
+            assert not service.health().influx_up
+        finally:
+            own_influxd.send_signal(signal.SIGCONT)
+        wait_until(lambda: service.health().spool_points == 0, 60, "the spool to drain")
+        assert count(settings, "telemetry", "open_count") == 500
+
+
 def _start_ingest(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
