@@ -170,6 +170,51 @@ class ApiSettings(_Section):
     )
 
 
+class AlertsSettings(_Section):
+    store_url: str = Field(
+        description="Relational store of alerts: empty for SQLite in the data folder "
+        "(alerts.db), or a SQLAlchemy URL such as "
+        "postgresql+psycopg://user:password@host:5432/mingliang for several nodes.",
+    )
+    rules: Path = Field(description="The telemetry rule book (TOML).")
+    tick_s: float = Field(
+        description="How often rules are evaluated without a message arriving.", gt=0, le=60
+    )
+    remind_after_s: dict[str, int] = Field(
+        description="Per severity: remind about an unacknowledged alert after this long, "
+        "and again every as long.",
+    )
+    escalate_after_s: dict[str, int] = Field(
+        description="Per severity: escalate an unacknowledged alert after this long.",
+    )
+    counts_every_s: float = Field(
+        description="How often open-alert counts are written to InfluxDB.", ge=1, le=3600
+    )
+    queue_max: int = Field(
+        description="Records waiting for rule evaluation; ingest waits when it is full.",
+        ge=100,
+        le=1_000_000,
+    )
+
+    @model_validator(mode="after")
+    def _severities(self) -> AlertsSettings:
+        known = {"critical", "major", "minor", "warning"}
+        for name in ("remind_after_s", "escalate_after_s"):
+            table = getattr(self, name)
+            if set(table) != known:
+                raise ValueError(f"{name} needs exactly the severities {sorted(known)}")
+            if any(v <= 0 for v in table.values()):
+                raise ValueError(f"{name} values must be positive seconds")
+        return self
+
+
+class AuthSettings(_Section):
+    enabled: bool = Field(
+        description="Require a bearer token on /api/v1 (see `python -m api tokens`). "
+        "Turn off only on a closed test network."
+    )
+
+
 class SimulatorSettings(_Section):
     interval_s: float = Field(
         description="Simulated seconds between two readings of a sensor.", gt=0, le=3600
@@ -203,6 +248,8 @@ class Settings(_Section):
     spool: SpoolSettings
     rejects: RejectsSettings
     api: ApiSettings
+    alerts: AlertsSettings
+    auth: AuthSettings
     simulator: SimulatorSettings
     paths: PathSettings
 
@@ -217,6 +264,14 @@ class Settings(_Section):
     @property
     def inventory_path(self) -> Path:
         return self.resolve(self.paths.inventory)
+
+    @property
+    def alert_store_url(self) -> str:
+        return self.alerts.store_url or f"sqlite:///{self.data_dir / 'alerts.db'}"
+
+    @property
+    def rules_path(self) -> Path:
+        return self.resolve(self.alerts.rules)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

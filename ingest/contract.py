@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from analytics.events import TAXONOMY, Severity
 from config.settings import IngestSettings
 from devices.models import Device, Metric, MetricType
 from devices.registry import Registry
@@ -36,6 +37,7 @@ class RejectReason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     BAD_TIMESTAMP = "bad_timestamp"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+    UNKNOWN_KIND = "unknown_kind"
     TYPE_CONFLICT = "type_conflict"
 
 
@@ -43,13 +45,6 @@ class Channel(StrEnum):
     TELEMETRY = "telemetry"
     STATUS = "status"
     EVENTS = "events"
-
-
-class Severity(StrEnum):
-    CRITICAL = "critical"
-    MAJOR = "major"
-    MINOR = "minor"
-    WARNING = "warning"
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,8 +324,13 @@ class Decoder:
         kind = data.get("kind")
         if not isinstance(kind, str) or not KIND_RE.match(kind):
             raise _Reject(RejectReason.BAD_SCHEMA, f"event kind must be snake_case, got {kind!r}")
+        if kind not in TAXONOMY:
+            raise _Reject(
+                RejectReason.UNKNOWN_KIND,
+                f"event kind {kind!r} is not in the taxonomy (docs/alerts.md)",
+            )
         try:
-            severity = Severity(data.get("severity", "warning"))
+            severity = Severity(data.get("severity", TAXONOMY[kind].severity))
         except ValueError:
             raise _Reject(
                 RejectReason.BAD_SCHEMA,

@@ -134,6 +134,10 @@ class _Schedule:
     cursor: int = 0
 
 
+# The alert taxonomy's kind for a detector's own alarm (analytics/events.py).
+ALARM_KINDS = {"gas_detector": "gas_leak", "smoke_detector": "smoke"}
+
+
 def raise_nofile_limit(needed: int) -> int:
     """Raise the soft limit on open files to the hard limit if `needed` exceeds it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -635,7 +639,7 @@ class Fleet:
         if isinstance(alarm, bool):
             if alarm and not unit.alarm:
                 details = {k: v for k, v in values.items() if k != "alarm"}
-                kind = device.type.removesuffix("_detector") + "_alarm"
+                kind = ALARM_KINDS.get(device.type, "device_fault")
                 self._publish(
                     link,
                     device_topic(device, Channel.EVENTS),

@@ -30,6 +30,7 @@ REASONS: tuple[str, ...] = (
     "wrong_type",
     "non_finite",
     "out_of_range",
+    "unknown_kind",
     "bad_timestamp",
     "timestamp_out_of_range",
 )
@@ -185,6 +186,12 @@ def bad_messages(
             "out_of_range",
             _dumps({"ts": ts_ms, "values": {ranged.name: _out_of_range(ranged)}}),
             f"{ranged.name} outside [{ranged.min}, {ranged.max}]",
+        ),
+        one(
+            "unknown_kind",
+            _dumps({"ts": ts_ms, "kind": "unicorn_sighting", "severity": "minor"}),
+            "event kind 'unicorn_sighting' is not in the taxonomy",
+            topic(site, dev, Channel.EVENTS),
         ),
         one(
             "bad_timestamp",

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from analytics.events import Severity
 from config.settings import load_settings
 from devices.registry import Registry
 from ingest.contract import (
@@ -14,7 +15,6 @@ from ingest.contract import (
     DeviceEvent,
     Reading,
     RejectReason,
-    Severity,
     StatusReport,
 )
 
@@ -119,8 +119,12 @@ def test_event(decoder: Decoder) -> None:
     assert json.loads(event.details) == {"zone": "prep"}
     assert reason(decode(decoder, {"kind": "Rodent!"}, topic)) is RejectReason.BAD_SCHEMA
     assert (
-        reason(decode(decoder, {"kind": "x", "severity": "bad"}, topic)) is RejectReason.BAD_SCHEMA
+        reason(decode(decoder, {"kind": "rodent", "severity": "bad"}, topic))
+        is RejectReason.BAD_SCHEMA
     )
+    assert reason(decode(decoder, {"kind": "unicorn"}, topic)) is RejectReason.UNKNOWN_KIND
+    (default,) = decode(decoder, {"kind": "smoking"}, topic).records
+    assert isinstance(default, DeviceEvent) and default.severity is Severity.MAJOR
 
 
 @pytest.mark.parametrize(
