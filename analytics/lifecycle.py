@@ -1,13 +1,13 @@
 """The alert life cycle as a pure state machine.
 
-    every alert:   open --acknowledge--> acknowledged --resolve--> resolved
-                   open --resolve--> resolved            (also automatic, when the rule clears)
+every alert:   open --acknowledge--> acknowledged --resolve--> resolved
+               open --resolve--> resolved            (also automatic, when the rule clears)
 
-    street cases:  collected --file--> filed --dispatch--> dispatched --handle--> handled
-                   --verify--> verified --close--> closed;   collected|filed --cancel--> cancelled
-                   Filing acknowledges the alert; closing or cancelling resolves it. A street
-                   case ends only by close or cancel, never by a plain resolve, because a
-                   person must review, dispatch and verify it.
+street cases:  collected --file--> filed --dispatch--> dispatched --handle--> handled
+               --verify--> verified --close--> closed;   collected|filed --cancel--> cancelled
+               Filing acknowledges the alert; closing or cancelling resolves it. A street
+               case ends only by close or cancel, never by a plain resolve, because a
+               person must review, dispatch and verify it.
 """
 
 from __future__ import annotations
@@ -102,8 +102,7 @@ def _case_step(state: State, action: Action) -> State:
     if state.case_status not in allowed:
         needed = " or ".join(sorted(s.value for s in allowed))
         raise InvalidTransition(
-            f"cannot {action.value} a case that is {state.case_status.value}; "
-            f"it must be {needed}"
+            f"cannot {action.value} a case that is {state.case_status.value}; it must be {needed}"
         )
     if target in (CaseStatus.CLOSED, CaseStatus.CANCELLED):
         return State(Status.RESOLVED, target)

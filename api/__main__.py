@@ -1,4 +1,10 @@
-"""`python -m api`: the service process (ingest and the HTTP API) with uvicorn."""
+"""`python -m api`: the service process (ingest, alert engine and the HTTP API), or its tokens.
+
+python -m api [serve] [--config FILE] [--no-ingest]
+python -m api tokens create --name NAME --role viewer|supervisor|admin [--sites ID,ID]
+python -m api tokens list
+python -m api tokens revoke NAME
+"""
 
 from __future__ import annotations
 
@@ -11,25 +17,44 @@ from pathlib import Path
 import uvicorn
 
 from api.app import create_app
-from config.settings import ConfigError, load_settings
+from config.settings import ConfigError, Settings, load_settings
 from devices.registry import InventoryError, load_registry
+from ingest.alertstore import AlertStore, AlertStoreError
+from ingest.tokens import Role, TokenStore, parse_sites
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m api", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m api", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--config", type=Path, help="TOML file over config/default.toml")
-    parser.add_argument("--no-ingest", action="store_true", help="serve the API only")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
-    args = parser.parse_args(argv)
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the service (the default)")
+    serve.add_argument("--no-ingest", action="store_true", help="serve the API only")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    tokens = sub.add_parser("tokens", help="create, list and revoke API tokens")
+    tsub = tokens.add_subparsers(dest="action", required=True)
+    create = tsub.add_parser("create", help="create a token and print it (shown only once)")
+    create.add_argument("--name", required=True, help="who or what holds it (unique)")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument(
+        "--sites", help="comma-separated site ids the token is limited to (default *: all)"
+    )
+    tsub.add_parser("list", help="list tokens (never their secrets)")
+    revoke = tsub.add_parser("revoke", help="revoke a token by name")
+    revoke.add_argument("name")
+    return parser
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # One line per InfluxDB request would drown everything else.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        settings = load_settings(os.environ, args.config)
         registry = load_registry(settings.inventory_path)
-    except (ConfigError, InventoryError) as exc:
+    except InventoryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings, registry, run_ingest=not args.no_ingest)
@@ -41,6 +66,51 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
     )
     return 0
+
+
+def _tokens(settings: Settings, args: argparse.Namespace) -> int:
+    store = AlertStore(settings.alert_store_url)
+    store.create_schema()
+    tokens = TokenStore(store.engine)
+    tokens.create_schema()
+    try:
+        if args.action == "create":
+            sites = parse_sites(args.sites or "*")
+            secret, info = tokens.create(args.name, Role(args.role), sites)
+            scope = ", ".join(sorted(sites)) if sites else "all sites"
+            print(f"token for {info.name} ({info.role.value}, {scope}); it is shown only once:")
+            print(secret)
+        elif args.action == "list":
+            for info in tokens.list():
+                state = "revoked" if info.revoked_ms else "active"
+                scope = ",".join(sorted(info.sites)) if info.sites else "*"
+                print(f"{info.name}\t{info.role.value}\t{scope}\t{state}")
+        elif not tokens.revoke(args.name):
+            print(f"error: no active token named {args.name!r}", file=sys.stderr)
+            return 1
+        else:
+            print(f"revoked {args.name}")
+    finally:
+        store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(os.environ, args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "tokens":
+            return _tokens(settings, args)
+        if args.command is None:  # plain `python -m api` serves
+            args = _parser().parse_args(["serve"])
+        return _serve(settings, args)
+    except (AlertStoreError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

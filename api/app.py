@@ -1,43 +1,104 @@
-"""The FastAPI application; its lifespan runs ingest beside the API in one process."""
+"""The FastAPI application. Its lifespan runs, in one process and in this order:
+
+    alert store -> alert engine (rules) -> ingest (MQTT -> InfluxDB) -> MQTT relay of changes
+    -> SSE change feed -> the API
+
+and stops them in reverse, so ingest hands its last records to the engine before it stops.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import directory, errors, health, rejections, telemetry
+from analytics.rules import load_rules
+from api import alerts, directory, errors, health, rejections, telemetry
 from api.state import AppState
+from api.stream import ChangeFeed
 from config.settings import Settings
 from devices.registry import Registry
+from ingest.alert_relay import AlertRelay
+from ingest.alerting import AlertEngine
+from ingest.alertstore import AlertStore
 from ingest.influx import InfluxQueryClient
+from ingest.metrics import IngestMetrics
 from ingest.service import IngestService
+from ingest.tokens import TokenStore
 
 
 def create_app(settings: Settings, registry: Registry, *, run_ingest: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            service = None
+            store = AlertStore(settings.alert_store_url)
+            stack.callback(store.close)
+            await asyncio.to_thread(store.create_schema)
+            tokens = TokenStore(store.engine)
+            await asyncio.to_thread(tokens.create_schema)
+            feed = ChangeFeed(store)
+            wakers = [feed.nudge]
+
+            def changed() -> None:
+                for wake in wakers:
+                    wake()
+
+            service: IngestService | None = None
             if run_ingest:
-                service = IngestService(settings, registry)
+                book = load_rules(settings.rules_path, registry)
+                metrics = IngestMetrics()
+                engine = AlertEngine(
+                    settings.alerts,
+                    registry,
+                    book,
+                    store,
+                    metrics,
+                    write_lines=lambda lines: service.write_lines(lines) if service else None,
+                    on_change=changed,
+                )
+                stack.enter_context(engine)
+                service = IngestService(
+                    settings, registry, on_records=engine.submit, metrics=metrics
+                )
                 service.__enter__()
                 # Stopping flushes and acknowledges what was taken: off the event loop.
                 stack.push_async_callback(asyncio.to_thread, service.close)
+                relay = AlertRelay(store, service.publish)
+                stack.enter_context(relay)
+                wakers.append(relay.wake)
+
+            feeder = asyncio.create_task(feed.run())
+            stack.push_async_callback(_cancel, feeder)
             influx = InfluxQueryClient(settings.influx)
             stack.push_async_callback(influx.aclose)
-            app.state.mingliang = AppState(settings, registry, influx, service)
+            app.state.mingliang = AppState(
+                settings,
+                registry,
+                influx,
+                service,
+                store,
+                tokens,
+                feed,
+                changed,
+            )
             yield
 
     app = FastAPI(
         title="Mingliang",
         summary="Ingestion and analytics backend for sunshine kitchens and street cameras",
-        version="0.1.0",
+        version="0.2.0",
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, directory, telemetry, rejections):
+    for module in (health, directory, telemetry, alerts, rejections):
         app.include_router(module.router)
     return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

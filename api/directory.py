@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from analytics.lifecycle import Status
+from api.auth import Caller, require_site
 from api.state import AppState, app_state
 from devices.models import Device, Site, SiteKind
+from ingest.alertstore import AlertFilter
 from ingest.queries import last_seen
 
 router = APIRouter(prefix="/api/v1", tags=["directory"])
@@ -34,6 +38,9 @@ class SiteList(BaseModel):
 class DeviceView(Device):
     last_seen_ms: int | None
     reporting: bool
+    online: bool = Field(
+        description="Reporting, and no open device_offline or camera_offline alert."
+    )
 
 
 class DeviceList(BaseModel):
@@ -46,8 +53,28 @@ def _reporting(state: AppState, seen: int | None) -> bool:
     return seen is not None and seen >= (time.time() - state.settings.api.reporting_window_s) * 1000
 
 
+OFFLINE_KINDS = ("device_offline", "camera_offline")
+
+
+async def _offline(state: AppState, sites: frozenset[str] | None) -> set[str]:
+    """Devices with an unresolved offline alert."""
+    offline: set[str] = set()
+    for kind in OFFLINE_KINDS:
+        flt = AlertFilter(
+            status=frozenset({Status.OPEN, Status.ACKNOWLEDGED}), site_ids=sites, kind=kind
+        )
+        cursor = None
+        while True:
+            page = await asyncio.to_thread(state.alerts.list, flt, cursor, 500)
+            offline.update(a.device_id for a in page.items if a.device_id)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    return offline
+
+
 @router.get("/sites", response_model=SiteList, summary="Sites, with their latest telemetry")
-async def list_sites(state: State, kind: SiteKind | None = None) -> SiteList:
+async def list_sites(state: State, caller: Caller, kind: SiteKind | None = None) -> SiteList:
     seen = await last_seen(state.influx, "site_id", state.settings.api.last_seen_lookback_s)
     views = [
         SiteView(
@@ -57,7 +84,7 @@ async def list_sites(state: State, kind: SiteKind | None = None) -> SiteList:
             reporting=_reporting(state, seen.get(site.site_id)),
         )
         for site in state.registry.sites.values()
-        if kind is None or site.kind == kind
+        if (kind is None or site.kind == kind) and caller.can_see(site.site_id)
     ]
     return SiteList(count=len(views), reporting=sum(v.reporting for v in views), sites=views)
 
@@ -65,11 +92,14 @@ async def list_sites(state: State, kind: SiteKind | None = None) -> SiteList:
 @router.get("/devices", response_model=DeviceList, summary="Devices, with their latest telemetry")
 async def list_devices(
     state: State,
+    caller: Caller,
     site: Annotated[str | None, Query(description="Only the devices of this site.")] = None,
     type: Annotated[str | None, Query(description="Only devices of this type.")] = None,
 ) -> DeviceList:
-    if site is not None and site not in state.registry.sites:
-        raise HTTPException(404, f"no site {site!r} in the inventory")
+    if site is not None:
+        if site not in state.registry.sites:
+            raise HTTPException(404, f"no site {site!r} in the inventory")
+        require_site(caller, site)
     if type is not None and type not in state.registry.device_types:
         known = ", ".join(state.registry.device_types)
         raise HTTPException(422, f"no device type {type!r}; known types: {known}")
@@ -79,13 +109,18 @@ async def list_devices(
     seen = await last_seen(
         state.influx, "device_id", state.settings.api.last_seen_lookback_s, site_id=site
     )
-    views = [
-        DeviceView(
-            **device.model_dump(),
-            last_seen_ms=seen.get(device.device_id),
-            reporting=_reporting(state, seen.get(device.device_id)),
+    offline = await _offline(state, frozenset({site}) if site else caller.site_scope)
+    views = []
+    for device in devices:
+        if (type is not None and device.type != type) or not caller.can_see(device.site_id):
+            continue
+        reporting = _reporting(state, seen.get(device.device_id))
+        views.append(
+            DeviceView(
+                **device.model_dump(),
+                last_seen_ms=seen.get(device.device_id),
+                reporting=reporting,
+                online=reporting and device.device_id not in offline,
+            )
         )
-        for device in devices
-        if type is None or device.type == type
-    ]
     return DeviceList(count=len(views), reporting=sum(v.reporting for v in views), devices=views)

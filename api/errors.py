@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from ingest.alertstore import AlertNotFound, DatabaseUnavailable
 from ingest.influx import InfluxError, InfluxUnavailable
 
 
@@ -13,6 +14,16 @@ def install(app: FastAPI) -> None:
     async def _unavailable(request: Request, exc: InfluxUnavailable) -> JSONResponse:
         return JSONResponse(
             {"detail": f"the time-series database is unavailable: {exc}"}, status_code=503
+        )
+
+    @app.exception_handler(AlertNotFound)
+    async def _not_found(request: Request, exc: AlertNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _database(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the alert database is unavailable: {exc}"}, status_code=503
         )
 
     @app.exception_handler(InfluxError)

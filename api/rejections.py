@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 
+from api.auth import Caller, require_admin
 from api.state import AppState, app_state
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["operations"])
@@ -32,6 +33,7 @@ class RejectedList(BaseModel):
 @router.get("/rejections", response_model=RejectedList, summary="Recent refused input")
 async def rejections(
     state: State,
+    caller: Caller,
     reason: Annotated[str | None, Query(description="Only this reason.")] = None,
     source: Annotated[
         Literal["contract", "influx"],
@@ -39,6 +41,7 @@ async def rejections(
     ] = "contract",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> RejectedList:
+    require_admin(caller)  # payloads of every site
     if state.ingest is None:
         raise HTTPException(404, "ingest does not run in this process")
     log = state.ingest.rejects if source == "contract" else state.ingest.dead_letters

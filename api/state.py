@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from config.settings import Settings
 from devices.registry import Registry
+from ingest.alertstore import AlertStore
 from ingest.influx import InfluxQueryClient
 from ingest.service import IngestService
+from ingest.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from api.stream import ChangeFeed
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +25,10 @@ class AppState:
     registry: Registry
     influx: InfluxQueryClient
     ingest: IngestService | None
+    alerts: AlertStore
+    tokens: TokenStore
+    feed: ChangeFeed
+    changed: Callable[[], None]  # an API action changed alerts: wake the SSE feed and relay
 
 
 def app_state(request: Request) -> AppState:

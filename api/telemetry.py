@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from api.auth import Caller, require_site
 from api.state import AppState, app_state
 from ingest import queries
 
@@ -36,6 +37,7 @@ class TelemetryResponse(BaseModel):
 )
 async def device_telemetry(
     state: State,
+    caller: Caller,
     device_id: str,
     metric: Annotated[
         list[str] | None, Query(description="Metric(s) to return; all of the type's by default.")
@@ -56,6 +58,7 @@ async def device_telemetry(
     device = state.registry.devices.get(device_id)
     if device is None:
         raise HTTPException(404, f"no device {device_id!r} in the inventory")
+    require_site(caller, device.site_id)
     catalogue = state.registry.metrics_of(device)
     unknown = [m for m in metric or [] if m not in catalogue]
     if unknown:

@@ -147,7 +147,7 @@ def ingest_round(
     }
     log = (workdir / f"ingest-{n}.log").open("w")
     service = subprocess.Popen(
-        [sys.executable, "-m", "api", "--log-level", "warning"],
+        [sys.executable, "-m", "api", "serve", "--log-level", "warning"],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ingest.contract import Record
 from ingest.rejects import RejectRecord
 
 
@@ -24,11 +25,12 @@ class Ack:
 
 @dataclass(slots=True)
 class Pending:
-    """One received message, decoded: the lines to store and the rejections to keep."""
+    """One received message, decoded: its records, their lines, and the rejections to keep."""
 
     received_ns: int
     ack: Ack | None
     lines: list[str] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     rejects: list[RejectRecord] = field(default_factory=list)
 
 

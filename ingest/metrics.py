@@ -77,6 +77,29 @@ class IngestMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.alert_backlog = Gauge(
+            "mingliang_alerts_engine_backlog",
+            "Batches of records waiting for rule evaluation",
+            registry=r,
+        )
+        self.rule_seconds = Histogram(
+            "mingliang_alerts_rule_seconds",
+            "Time to evaluate the rules over one batch of records",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.alerts_raised = Counter(
+            "mingliang_alerts_raised",
+            "Raise signals (new alerts and repeats), by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.alerts_cleared = Counter(
+            "mingliang_alerts_cleared",
+            "Alerts resolved because their condition cleared, by kind",
+            ["kind"],
+            registry=r,
+        )
         self.ack_latency = Histogram(
             "mingliang_ingest_ack_latency_seconds",
             "From receiving a message to acknowledging it (durable)",

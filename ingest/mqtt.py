@@ -91,6 +91,17 @@ class MqttCollector:
         self._client.disconnect()
         self._client.loop_stop()
 
+    def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> bool:
+        """Publish at QoS 1 on ingest's connection; True once the broker acknowledged it."""
+        if not self._connected.is_set():
+            return False
+        info = self._client.publish(topic, payload, qos=1)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):  # not queued: the connection just dropped
+            return False
+        return bool(info.is_published())
+
     def ack(self, acks: Sequence[Ack]) -> int:
         """Acknowledge messages of the current connection; returns how many were sent."""
         sent = 0

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +22,7 @@ from typing import IO, Any
 from config.settings import Settings
 from devices.registry import Registry
 from ingest.batcher import Batcher, BatcherClosed, Pending
-from ingest.contract import Decoder, RejectReason
+from ingest.contract import Decoder, Record, RejectReason
 from ingest.influx import InfluxWriteClient
 from ingest.lineprotocol import FieldTypeConflict, FieldTypes, encode_point, record_point
 from ingest.metrics import IngestMetrics
@@ -76,10 +78,17 @@ def _lock_data_dir(data: Path) -> IO[bytes]:
 
 
 class IngestService:
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        on_records: Callable[[Sequence[Record]], None] | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        """`on_records` receives every batch of stored records, in order (the alert engine)."""
         self.settings = settings
         self.registry = registry
-        self.metrics = IngestMetrics()
+        self.metrics = metrics or IngestMetrics()
         data = settings.data_dir
         self._lock = _lock_data_dir(data)
         self.rejects = RejectLog(data / "rejects" / "rejects.jsonl", settings.rejects)
@@ -116,7 +125,12 @@ class IngestService:
             settings.mqtt, self._on_message, lambda up: self.metrics.mqtt_connected.set(int(up))
         )
         self._loop = WriterLoop(
-            self._writer, self._batcher, self.rejects, self._collector.ack, self.metrics
+            self._writer,
+            self._batcher,
+            self.rejects,
+            self._collector.ack,
+            self.metrics,
+            on_records,
         )
         self._excerpt = settings.rejects.payload_excerpt_bytes
 
@@ -149,6 +163,15 @@ class IngestService:
 
     def wait_connected(self, timeout: float) -> bool:
         return self._collector.wait_connected(timeout)
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Store points that did not come over MQTT (alert counts), spooled like the rest."""
+        with contextlib.suppress(BatcherClosed):  # stopping: these are recomputed at start
+            self._batcher.put(Pending(received_ns=time.time_ns(), ack=None, lines=lines))
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Publish at QoS 1 on ingest's MQTT connection; True once the broker has it."""
+        return self._collector.publish(topic, payload)
 
     def health(self) -> Health:
         return Health(
@@ -189,6 +212,7 @@ class IngestService:
                 self._reject(item, msg, RejectReason.TYPE_CONFLICT.value, str(exc))
                 continue
             item.lines.append(line)
+            item.records.append(record)
             self.metrics.records.inc()
 
     def _reject(self, item: Pending, msg: MqttMessage, reason: str, detail: str) -> None:

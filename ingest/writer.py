@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from config.settings import SpoolSettings
 from ingest.batcher import Ack, Batcher, Pending
+from ingest.contract import Record
 from ingest.influx import InfluxRejected, InfluxUnavailable, InfluxWriteClient, split_lines
 from ingest.lineprotocol import FieldTypes
 from ingest.metrics import IngestMetrics
@@ -186,12 +187,14 @@ class WriterLoop:
         rejects: RejectLog,
         ack: Callable[[Sequence[Ack]], object],
         metrics: IngestMetrics,
+        on_records: Callable[[Sequence[Record]], None] | None = None,
     ) -> None:
         self._writer = writer
         self._batcher = batcher
         self._rejects = rejects
         self._ack = ack
         self._metrics = metrics
+        self._on_records = on_records
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self.failed: BaseException | None = None
 
@@ -240,6 +243,8 @@ class WriterLoop:
                     time.sleep(max(0.1, self._writer.retry_in()))  # wait for InfluxDB to return
         self._metrics.batch_seconds.observe(time.monotonic() - started)
         self._rejects.add([r for item in batch for r in item.rejects])
+        if self._on_records is not None:
+            self._on_records([r for item in batch for r in item.records])
         acks = [item.ack for item in batch if item.ack is not None]
         self._ack(acks)
         now_ns = time.time_ns()

@@ -29,7 +29,9 @@ import httpx
 from config.settings import ConfigError, Settings, load_settings
 from devices.models import SiteKind
 from devices.registry import InventoryError, load_registry
+from ingest.alertstore import AlertStore
 from ingest.local_services import Influxd, Mosquitto, ServiceError, port_answers
+from ingest.tokens import Role, TokenStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +43,9 @@ DEMO_FAULTS = (
     "gas_spike:kitchen-0021@60s+2m",
     "silent:kitchen-0042@90s+5m",
 )
+
+
+DEMO_TOKEN_NAME = "demo-admin"
 
 
 class DemoError(Exception):
@@ -122,6 +127,28 @@ def _tail(path: Path, lines: int = 8) -> str:
     return ""
 
 
+def demo_token(settings: Settings) -> str:
+    """The demo's administrator token: reused from data/demo-admin.token while it is valid."""
+    path = settings.data_dir / "demo-admin.token"
+    store = AlertStore(settings.alert_store_url)
+    try:
+        store.create_schema()
+        tokens = TokenStore(store.engine)
+        tokens.create_schema()
+        with contextlib.suppress(OSError):
+            known = path.read_text().strip()
+            if known and tokens.verify(known) is not None:
+                return known
+        tokens.revoke(DEMO_TOKEN_NAME)
+        secret, _ = tokens.create(DEMO_TOKEN_NAME, Role.ADMIN, None)
+    finally:
+        store.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
+
+
 def wait_for_api(base: str, service: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -145,7 +172,11 @@ def _metrics(base: str) -> dict[str, float]:
 
 
 def watch(
-    base: str, kitchens: int, procs: dict[str, subprocess.Popen[bytes]], started: float
+    base: str,
+    kitchens: int,
+    procs: dict[str, subprocess.Popen[bytes]],
+    started: float,
+    token: str,
 ) -> None:
     """Print kitchens reporting until all do, then a status line every 10 s, until stopped.
 
@@ -153,13 +184,16 @@ def watch(
     """
     all_reporting = False
     last_status = 0.0
+    auth = {"Authorization": f"Bearer {token}"}
     while True:
         for name, proc in procs.items():
             if proc.poll() is not None:
                 raise DemoError(f"the {name} exited with {proc.returncode}; see its log")
         try:
             if not all_reporting:
-                sites = httpx.get(f"{base}/api/v1/sites", params={"kind": "kitchen"}, timeout=10)
+                sites = httpx.get(
+                    f"{base}/api/v1/sites", params={"kind": "kitchen"}, headers=auth, timeout=10
+                )
                 reporting = sites.json()["reporting"]
                 elapsed = time.monotonic() - started
                 print(
@@ -174,12 +208,18 @@ def watch(
             elif time.monotonic() - last_status >= 10:
                 last_status = time.monotonic()
                 m = _metrics(base)
+                open_alerts = httpx.get(
+                    f"{base}/api/v1/alerts",
+                    params={"status": ["open", "acknowledged"], "limit": 500},
+                    headers=auth,
+                    timeout=10,
+                ).json()["items"]
                 print(
                     f"received {m.get('mingliang_ingest_messages_received_total', 0):,.0f}  "
                     f"stored {m.get('mingliang_ingest_points_written_total', 0):,.0f}  "
                     f"rejected {m.get('mingliang_ingest_rejected_total', 0):,.0f}  "
                     f"spooled {m.get('mingliang_ingest_spool_points', 0):,.0f}  "
-                    f"(Ctrl-C stops)"
+                    f"open alerts {len(open_alerts)}  (Ctrl-C stops)"
                 )
         except (httpx.HTTPError, KeyError, ValueError) as exc:
             print(f"\nAPI not answering as expected: {exc!r}")
@@ -221,10 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.enter_context(broker(settings))
             stack.enter_context(database(settings))
             service = stack.enter_context(child("service", ["-m", "api"], logs))
+            token = demo_token(settings)
             wait_for_api(base, service, logs / "service.log", timeout=60)
             print(f"api:      {base} (docs at {base}/docs)")
+            print(f"token:    {token}  (admin; kept in {settings.data_dir / 'demo-admin.token'})")
+            print(f'          curl -H "Authorization: Bearer {token}" {base}/api/v1/alerts')
             simulators = stack.enter_context(child("simulators", sim_args, logs))
-            watch(base, kitchens, {"service": service, "simulators": simulators}, started)
+            watch(base, kitchens, {"service": service, "simulators": simulators}, started, token)
     except KeyboardInterrupt:
         print("\nstopped")
         return 0

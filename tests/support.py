@@ -107,7 +107,7 @@ def count(settings: Settings, measurement: str, field: str, where: str = "") -> 
 
 
 @contextlib.contextmanager
-def serve(app: FastAPI) -> Iterator[httpx.Client]:
+def serve(app: FastAPI, token: str | None = None) -> Iterator[httpx.Client]:
     """Run `app` under a real uvicorn server on a free port; yield a client for it."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -117,8 +117,31 @@ def serve(app: FastAPI) -> Iterator[httpx.Client]:
     try:
         wait_until(lambda: server.started or not thread.is_alive(), 30, "the API to start")
         assert server.started, "uvicorn stopped during start-up"
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        headers = bearer(token) if token else {}
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers
+        ) as client:
             yield client
     finally:
         server.should_exit = True
         thread.join(60)
+
+
+def make_token(settings: Settings, role: str = "admin", sites: frozenset[str] | None = None) -> str:
+    """A bearer token in the test's alert store (created if it does not exist yet)."""
+    from ingest.alertstore import AlertStore
+    from ingest.tokens import Role, TokenStore
+
+    store = AlertStore(settings.alert_store_url)
+    try:
+        store.create_schema()
+        tokens = TokenStore(store.engine)
+        tokens.create_schema()
+        secret, _ = tokens.create(unique(role), Role(role), sites)
+        return secret
+    finally:
+        store.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

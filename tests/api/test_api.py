@@ -14,7 +14,7 @@ from api.app import create_app
 from config.settings import Settings
 from devices.registry import Registry
 from ingest.local_services import Influxd, Mosquitto, free_port
-from tests.support import Publisher, count, make_settings, serve, wait_until
+from tests.support import Publisher, count, make_settings, make_token, serve, wait_until
 
 FRIDGE = "kitchen-0001-fridge-1"
 
@@ -32,7 +32,7 @@ def settings(
 
 @pytest.fixture(scope="module")
 def client(settings: Settings, registry: Registry, broker: Mosquitto) -> Iterator[Client]:
-    with serve(create_app(settings, registry)) as test_client:
+    with serve(create_app(settings, registry), make_token(settings)) as test_client:
         wait_until(
             lambda: test_client.get("/healthz").json().get("mqtt", {}).get("connected"),
             15,
@@ -166,7 +166,7 @@ def test_unreachable_influx_answers_503_with_a_reason(
     settings = make_settings(
         tmp_path, broker, influxd, influx={"url": f"http://127.0.0.1:{free_port()}"}
     )
-    with serve(create_app(settings, registry, run_ingest=False)) as api_only:
+    with serve(create_app(settings, registry, run_ingest=False), make_token(settings)) as api_only:
         response = api_only.get("/api/v1/sites")
         assert response.status_code == 503
         assert "time-series database is unavailable" in response.json()["detail"]

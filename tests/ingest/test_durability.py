@@ -104,7 +104,7 @@ def test_influx_hanging_is_treated_like_down_and_nothing_is_lost(
 def _start_ingest(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "api", "--log-level", "warning"],
+            [sys.executable, "-m", "api", "serve", "--log-level", "warning"],
             cwd=ROOT,
             env=env,
             stdout=out,

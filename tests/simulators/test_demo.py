@@ -51,13 +51,22 @@ def test_demo_brings_up_the_system_and_all_254_kitchens_report_within_a_minute(
         seconds = float(seen[-1].split(",")[1].split()[0])
         assert seconds < 60, seen[-1]
         assert any(line.startswith("database: started InfluxDB") for line in seen)
+        token = (tmp_path / "data" / "demo-admin.token").read_text().strip()
+        assert any(token in line for line in seen)  # the demo tells its user the token
+        auth = {"Authorization": f"Bearer {token}"}
+        anonymous = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/sites", timeout=10)
+        assert anonymous.status_code == 401
         sites = httpx.get(
-            f"http://127.0.0.1:{api_port}/api/v1/sites", params={"kind": "kitchen"}, timeout=10
+            f"http://127.0.0.1:{api_port}/api/v1/sites",
+            params={"kind": "kitchen"},
+            headers=auth,
+            timeout=10,
         ).json()
         assert sites["reporting"] == 254
         fridge = httpx.get(
             f"http://127.0.0.1:{api_port}/api/v1/devices/kitchen-0007-fridge-1/telemetry",
             params={"metric": "temp_c"},
+            headers=auth,
             timeout=10,
         ).json()
         assert fridge["points"] and all(-60 < p["temp_c"] < 60 for p in fridge["points"])

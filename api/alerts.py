@@ -1,0 +1,276 @@
+"""The alert API: list, read, act on alerts, and follow every change as Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from analytics.events import TAXONOMY, Category, Severity
+from analytics.lifecycle import Action, CaseStatus, Status
+from api import stream
+from api.auth import Caller, require_site
+from api.state import AppState, app_state
+from ingest.alertstore import Alert, AlertFilter, Change, TransitionRefused
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+State = Annotated[AppState, Depends(app_state)]
+AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The alert's id.")]
+
+
+class CommentView(BaseModel):
+    author: str
+    text: str
+    at_ms: int
+
+
+class AlertView(BaseModel):
+    id: int
+    site_id: str
+    device_id: str | None
+    kind: str
+    category: Category
+    rule: str
+    severity: Severity
+    status: Status
+    case_status: CaseStatus | None
+    first_seen_ms: int
+    last_seen_ms: int
+    ended_ms: int | None = Field(description="When the condition stopped holding, if it did.")
+    count: int = Field(description="Raises seen while open, the first included.")
+    evidence: list[str]
+    details: dict[str, Any]
+    assignee: str | None
+    acknowledged_by: str | None
+    acknowledged_at_ms: int | None
+    resolved_by: str | None
+    resolved_at_ms: int | None
+    resolution: str | None
+    escalation_level: int
+    last_reminded_ms: int | None
+    updated_ms: int
+    comments: list[CommentView] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, alert: Alert) -> AlertView:
+        comments = [
+            CommentView(author=c.author, text=c.text, at_ms=c.at_ms) for c in alert.comments
+        ]
+        return cls.model_validate({**alert.to_json(), "comments": comments})
+
+
+class AlertPage(BaseModel):
+    items: list[AlertView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page.")
+
+
+class ChangeView(BaseModel):
+    seq: int
+    action: str
+    actor: str
+    at_ms: int
+    note: str | None
+    alert: AlertView
+
+    @classmethod
+    def of(cls, change: Change) -> ChangeView:
+        return cls(
+            seq=change.seq,
+            action=change.action.value,
+            actor=change.actor,
+            at_ms=change.at_ms,
+            note=change.note,
+            alert=AlertView.of(change.alert),
+        )
+
+
+class Note(BaseModel):
+    note: str | None = Field(None, max_length=2000, description="Why; kept as a comment.")
+
+
+class Assignment(BaseModel):
+    assignee: str | None = Field(
+        min_length=1, max_length=200, description="Who handles it; null to unassign."
+    )
+
+
+class NewComment(BaseModel):
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class CaseAction(StrEnum):
+    FILE = "file"
+    DISPATCH = "dispatch"
+    HANDLE = "handle"
+    VERIFY = "verify"
+    CLOSE = "close"
+    CANCEL = "cancel"
+
+
+def _ms(moment: datetime | None, name: str) -> int | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise HTTPException(422, f"{name} {moment.isoformat()} has no time zone: add Z or +08:00")
+    return int(moment.timestamp() * 1000)
+
+
+@router.get("", response_model=AlertPage, summary="Alerts, newest first, filtered and paged")
+async def list_alerts(
+    state: State,
+    caller: Caller,
+    status: Annotated[list[Status] | None, Query(description="One or more statuses.")] = None,
+    site: Annotated[list[str] | None, Query(description="One or more site ids.")] = None,
+    device: Annotated[str | None, Query(max_length=100)] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    category: Category | None = None,
+    severity: Severity | None = None,
+    since: Annotated[
+        datetime | None, Query(description="First seen at or after (RFC 3339).")
+    ] = None,
+    until: Annotated[datetime | None, Query(description="First seen before (RFC 3339).")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> AlertPage:
+    if kind is not None and kind not in TAXONOMY:
+        raise HTTPException(422, f"kind {kind!r} is not in the taxonomy (GET /api/v1/alerts/kinds)")
+    scope = caller.site_scope
+    sites = frozenset(site) if site else None
+    if sites is not None:
+        for site_id in sites:
+            require_site(caller, site_id)
+    else:
+        sites = scope
+    flt = AlertFilter(
+        status=frozenset(status) if status else None,
+        site_ids=sites,
+        device_id=device,
+        kind=kind,
+        category=category,
+        severity=severity,
+        since_ms=_ms(since, "since"),
+        until_ms=_ms(until, "until"),
+    )
+    try:
+        page = await asyncio.to_thread(state.alerts.list, flt, cursor, limit)
+    except ValueError as exc:  # a cursor that is not one of ours
+        raise HTTPException(422, str(exc)) from exc
+    return AlertPage(items=[AlertView.of(a) for a in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/kinds", summary="The alert taxonomy: kinds, categories, default severities")
+async def kinds(caller: Caller) -> list[dict[str, str]]:
+    return [
+        {
+            "kind": k.name,
+            "category": k.category.value,
+            "severity": k.severity.value,
+            "description": k.description,
+        }
+        for k in TAXONOMY.values()
+    ]
+
+
+@router.get("/stream", summary="Every alert change as Server-Sent Events")
+async def follow(
+    request: Request,
+    state: State,
+    caller: Caller,
+    last_event_id: Annotated[
+        str | None, Header(description="Resume after this change (sent by EventSource).")
+    ] = None,
+) -> StreamingResponse:
+    """`text/event-stream`: one event per change (`event:` is the action, `id:` its sequence
+    number, `data:` the change as JSON) for the caller's sites, from now on, or after
+    Last-Event-ID when resuming."""
+    if last_event_id is not None:
+        if not last_event_id.isdigit():
+            raise HTTPException(422, "Last-Event-ID must be the id of an earlier event")
+        after = int(last_event_id)
+    else:
+        after = await asyncio.to_thread(state.alerts.last_seq)
+    frames = stream.events(state.alerts, state.feed, after, caller.site_scope)
+
+    async def until_disconnected() -> Any:
+        async for frame in frames:
+            if await request.is_disconnected():
+                return
+            yield frame
+
+    return StreamingResponse(
+        until_disconnected(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _visible(state: AppState, caller: Caller, alert_id: int, *, act: bool) -> Alert:
+    alert = await asyncio.to_thread(state.alerts.get, alert_id)
+    require_site(caller, alert.site_id, act=act)
+    return alert
+
+
+@router.get("/{alert_id}", response_model=AlertView, summary="One alert with its comments")
+async def get_alert(state: State, caller: Caller, alert_id: AlertId) -> AlertView:
+    return AlertView.of(await _visible(state, caller, alert_id, act=False))
+
+
+async def _act(
+    state: AppState, caller: Caller, alert_id: int, action: Action, note: Note
+) -> ChangeView:
+    await _visible(state, caller, alert_id, act=True)
+    try:
+        change = await asyncio.to_thread(state.alerts.act, alert_id, action, caller.name, note.note)
+    except TransitionRefused as exc:
+        raise HTTPException(409, exc.reason) from exc
+    state.changed()
+    return ChangeView.of(change)
+
+
+@router.post("/{alert_id}/acknowledge", response_model=ChangeView, summary="Acknowledge")
+async def acknowledge(
+    state: State, caller: Caller, alert_id: AlertId, body: Note | None = None
+) -> ChangeView:
+    return await _act(state, caller, alert_id, Action.ACKNOWLEDGE, body or Note())
+
+
+@router.post("/{alert_id}/resolve", response_model=ChangeView, summary="Resolve")
+async def resolve(
+    state: State, caller: Caller, alert_id: AlertId, body: Note | None = None
+) -> ChangeView:
+    return await _act(state, caller, alert_id, Action.RESOLVE, body or Note())
+
+
+@router.post(
+    "/{alert_id}/case/{action}",
+    response_model=ChangeView,
+    summary="Move a street case on: file, dispatch, handle, verify, close or cancel",
+)
+async def case_step(
+    state: State, caller: Caller, alert_id: AlertId, action: CaseAction, body: Note | None = None
+) -> ChangeView:
+    return await _act(state, caller, alert_id, Action(action.value), body or Note())
+
+
+@router.post("/{alert_id}/assign", response_model=ChangeView, summary="Assign to a person")
+async def assign(state: State, caller: Caller, alert_id: AlertId, body: Assignment) -> ChangeView:
+    await _visible(state, caller, alert_id, act=True)
+    try:
+        change = await asyncio.to_thread(state.alerts.assign, alert_id, body.assignee, caller.name)
+    except TransitionRefused as exc:
+        raise HTTPException(409, exc.reason) from exc
+    state.changed()
+    return ChangeView.of(change)
+
+
+@router.post("/{alert_id}/comments", response_model=ChangeView, summary="Add a comment")
+async def comment(state: State, caller: Caller, alert_id: AlertId, body: NewComment) -> ChangeView:
+    await _visible(state, caller, alert_id, act=True)
+    change = await asyncio.to_thread(state.alerts.comment, alert_id, caller.name, body.text)
+    state.changed()
+    return ChangeView.of(change)
