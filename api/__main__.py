@@ -64,6 +64,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=settings.api.port,
         log_level=args.log_level,
         access_log=False,
+        # Server-Sent Events streams never end on their own; their clients reconnect with
+        # Last-Event-ID, so a stop need not wait for them.
+        timeout_graceful_shutdown=5,
     )
     return 0
 

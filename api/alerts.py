@@ -89,18 +89,24 @@ class ChangeView(BaseModel):
         )
 
 
+# Text must say something: at least one character that is not white space.
+SAYS_SOMETHING = r"\S"
+
+
 class Note(BaseModel):
-    note: str | None = Field(None, max_length=2000, description="Why; kept as a comment.")
+    note: str | None = Field(
+        None, max_length=2000, pattern=SAYS_SOMETHING, description="Why; kept as a comment."
+    )
 
 
 class Assignment(BaseModel):
     assignee: str | None = Field(
-        min_length=1, max_length=200, description="Who handles it; null to unassign."
+        max_length=200, pattern=SAYS_SOMETHING, description="Who handles it; null to unassign."
     )
 
 
 class NewComment(BaseModel):
-    text: str = Field(min_length=1, max_length=2000)
+    text: str = Field(max_length=2000, pattern=SAYS_SOMETHING)
 
 
 class CaseAction(StrEnum):

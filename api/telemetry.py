@@ -95,7 +95,14 @@ async def device_telemetry(
     )
 
 
+# InfluxDB time stamps are 64-bit nanoseconds: 1677-09-21 to 2262-04-11.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+
+
 def _aware(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise HTTPException(422, f"{moment.isoformat()} has no time zone: add Z or +08:00")
+    if not EARLIEST <= moment <= LATEST:
+        raise HTTPException(422, f"{moment.isoformat()} is outside {EARLIEST.year}-{LATEST.year}")
     return moment

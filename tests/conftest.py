@@ -24,6 +24,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
         yield mosquitto
 
 
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker of the test's own, for tests that count every message the broker delivers
+    (retained messages other tests leave on the shared broker would be counted too)."""
+    with Mosquitto(tmp_path / "own-mosquitto") as mosquitto:
+        yield mosquitto
+
+
 @pytest.fixture(scope="session")
 def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
     with Influxd(tmp_path_factory.mktemp("influxd")) as server:

@@ -110,7 +110,14 @@ def count(settings: Settings, measurement: str, field: str, where: str = "") -> 
 def serve(app: FastAPI, token: str | None = None) -> Iterator[httpx.Client]:
     """Run `app` under a real uvicorn server on a free port; yield a client for it."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,  # open SSE streams would hold shutdown up
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

@@ -24,6 +24,13 @@ def fridge_topic(site: str) -> str:
 
 
 @pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """This module counts every message ingest receives: no retained leftovers of others."""
+    with Mosquitto(tmp_path_factory.mktemp("api-mosquitto")) as mosquitto:
+        yield mosquitto
+
+
+@pytest.fixture(scope="module")
 def settings(
     tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto, influxd: Influxd
 ) -> Settings:

@@ -37,8 +37,9 @@ def own_influxd(tmp_path: Path) -> Iterator[Influxd]:
 
 
 def test_influx_down_30s_while_10000_messages_arrive_loses_and_duplicates_nothing(
-    tmp_path: Path, broker: Mosquitto, own_influxd: Influxd, registry: Registry
+    tmp_path: Path, own_broker: Mosquitto, own_influxd: Influxd, registry: Registry
 ) -> None:
+    broker = own_broker
     settings = make_settings(
         tmp_path / "data", broker, own_influxd, spool={"retry_initial_s": 0.2, "retry_max_s": 1.0}
     )
@@ -71,8 +72,9 @@ def test_influx_down_30s_while_10000_messages_arrive_loses_and_duplicates_nothin
 
 
 def test_influx_hanging_is_treated_like_down_and_nothing_is_lost(
-    tmp_path: Path, broker: Mosquitto, own_influxd: Influxd, registry: Registry
+    tmp_path: Path, own_broker: Mosquitto, own_influxd: Influxd, registry: Registry
 ) -> None:
+    broker = own_broker
     settings = make_settings(
         tmp_path / "data",
         broker,

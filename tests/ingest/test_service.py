@@ -26,6 +26,12 @@ def topic(device: str, channel: str = "telemetry", site: str = "kitchen-0001") -
 
 
 @pytest.fixture
+def broker(own_broker: Mosquitto) -> Mosquitto:
+    """These tests count what ingest stores: no retained leftovers of other tests."""
+    return own_broker
+
+
+@pytest.fixture
 def settings(tmp_path: Path, broker: Mosquitto, influxd: Influxd) -> Settings:
     return make_settings(tmp_path, broker, influxd)
 
