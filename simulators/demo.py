@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # A few things going wrong, so the rejections, the spool of faulty data and the fault curves
 # have something to show. See docs/simulators.md for the syntax.
 DEMO_FAULTS = (
-    "malformed:kitchen-0013-fridge-1@20s+30m",
-    "fridge_warming:kitchen-0007@30s+20m",
-    "gas_spike:kitchen-0021@60s+2m",
-    "silent:kitchen-0042@90s+5m",
+    "malformed:kitchen-0013-fridge-1@20s+30m",  # rejections to read at /api/v1/ingest/rejections
+    "gas_spike:kitchen-0021@60s+2m",  # a gas_leak alert at once, resolved after the spike
+    "silent:kitchen-0042@90s+12m",  # device_offline alerts after 10 min of silence
+    "fridge_warming:kitchen-0007@30s+30m",  # cold_chain_temperature after ~20 min
 )
 
 
