@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 ALERTS_OPEN = "alerts_open"
 _OVERDUE_EVERY_S = 30.0
 _STOP = object()
+_RESUME = object()
 
 
 def event_signal(event: DeviceEvent, book: RuleBook) -> Raise:
@@ -108,6 +109,10 @@ class AlertEngine:
         if records:
             self._queue.put(list(records))
 
+    def listening_again(self) -> None:
+        """Ingest (re)connected to the broker: silence while it was away proves nothing."""
+        self._queue.put(_RESUME)
+
     @property
     def backlog(self) -> int:
         return self._queue.qsize()
@@ -120,6 +125,7 @@ class AlertEngine:
         next_overdue = next_tick + _OVERDUE_EVERY_S
         next_counts = next_tick
         try:
+            self._rules.resume(_now_ms())
             while True:
                 try:
                     item = self._queue.get(timeout=max(0.0, next_tick - time.monotonic()))
@@ -128,7 +134,9 @@ class AlertEngine:
                 if item is _STOP:
                     self._save_progress()
                     return
-                if isinstance(item, list):
+                if item is _RESUME:
+                    self._rules.resume(_now_ms())
+                elif isinstance(item, list):
                     self._evaluate(item)
                 now = time.monotonic()
                 if now >= next_tick:

@@ -84,8 +84,10 @@ class IngestService:
         registry: Registry,
         on_records: Callable[[Sequence[Record]], None] | None = None,
         metrics: IngestMetrics | None = None,
+        on_connected: Callable[[], None] = lambda: None,
     ) -> None:
-        """`on_records` receives every batch of stored records, in order (the alert engine)."""
+        """`on_records` receives every batch of stored records, in order, and `on_connected`
+        hears of every (re)connection to the broker: both for the alert engine."""
         self.settings = settings
         self.registry = registry
         self.metrics = metrics or IngestMetrics()
@@ -121,9 +123,13 @@ class IngestService:
             max_delay_s=settings.ingest.batch_max_delay_ms / 1000,
             max_messages=settings.mqtt.receive_maximum,
         )
-        self._collector = MqttCollector(
-            settings.mqtt, self._on_message, lambda up: self.metrics.mqtt_connected.set(int(up))
-        )
+
+        def connection(up: bool) -> None:
+            self.metrics.mqtt_connected.set(int(up))
+            if up:
+                on_connected()
+
+        self._collector = MqttCollector(settings.mqtt, self._on_message, connection)
         self._loop = WriterLoop(
             self._writer,
             self._batcher,

@@ -127,6 +127,8 @@ class RuleEngine:
     _readings: int = field(default=0, init=False, repr=False)
     _out_of_order: int = field(default=0, init=False, repr=False)
     _dropped: int = field(default=0, init=False, repr=False)
+    # Since when ingest has been listening without a break (see resume()).
+    _listening_since: int = field(default=0, init=False, repr=False)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -146,6 +148,7 @@ class RuleEngine:
         for inst in dev.instances:
             before = inst.fingerprint()
             inst.check.on_reading(inst, ts_ms, values, out)
+            self._not_before_listening(inst)
             if inst.fingerprint() != before:
                 self._changed(inst, ts_ms)
         return out
@@ -156,6 +159,7 @@ class RuleEngine:
         for inst in self._device(device).instances:
             before = inst.fingerprint()
             inst.check.on_status(inst, ts_ms, online, out)
+            self._not_before_listening(inst)
             if inst.fingerprint() != before:
                 self._changed(inst, ts_ms)
         return out
@@ -179,6 +183,35 @@ class RuleEngine:
                 self._dirty[inst.key] = inst
             self._schedule(inst, now_ms)
         return out
+
+    def resume(self, now_ms: int) -> None:
+        """Nobody was listening until `now_ms` (ingest started, or its broker came back).
+
+        Silence before then proves nothing about the devices, so silence timers restart from
+        `now_ms`: otherwise every device would be reported offline at once after an outage
+        of ingest itself (and a broker's backlog of old messages would not help).
+        """
+        self._listening_since = max(self._listening_since, now_ms)
+        for dev in self._devices.values():
+            for inst in dev.instances:
+                if self._not_before_listening(inst):
+                    self._changed(inst, now_ms)
+
+    def _not_before_listening(self, inst: Instance) -> bool:
+        """A silence timer starts no earlier than ingest began listening; True if moved.
+
+        Also covers devices first heard of in a backlog the broker kept for ingest: their
+        last message may be old, but nobody was there to hear the silence after it.
+        """
+        if (
+            inst.check.check == "heartbeat"
+            and not inst.active
+            and inst.breach_since is not None
+            and inst.breach_since < self._listening_since
+        ):
+            inst.breach_since = self._listening_since
+            return True
+        return False
 
     def forget(self, device_id: str, now_ms: int) -> list[Signal]:
         """Drop a device (gone from the inventory): its open alerts clear, its states go."""

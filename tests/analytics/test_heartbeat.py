@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from analytics.events import Clear, Raise, Severity, Source
-from analytics.rules import RuleBook
+from analytics.rules import RuleBook, RuleEngine
+from devices.registry import Registry
 from tests.analytics.conftest import FRIDGE, KITCHEN, Driver, at
 
 Drive = Callable[[RuleBook], Driver]
@@ -101,3 +102,18 @@ def test_a_message_after_a_missed_deadline_raises_and_clears(book: RuleBook, dri
     # No tick ran in between (say the caller was busy): the silence still happened.
     signals = d.read(FRIDGE, 1000, temp_c=4.5)
     assert [(type(s), s.at_ms) for s in signals] == [(Raise, at(600)), (Clear, at(1000))]
+
+
+def test_resume_restarts_silence_timers_after_ingest_was_not_listening(
+    registry: Registry, book: RuleBook
+) -> None:
+    engine = RuleEngine(book, registry)
+    fridge = registry.devices["kitchen-0002-fridge-1"]
+    t0 = 1_795_705_452_000
+    engine.on_reading(fridge, t0, {"temp_c": 4.0})
+    # Ingest was down for an hour; when it is back, the device is not known to be silent.
+    back = t0 + 3_600_000
+    engine.resume(back)
+    assert engine.on_tick(back + 1000) == []
+    raised = engine.on_tick(back + 600_000)  # still nothing from it 10 min after the restart
+    assert [(s.kind, s.at_ms) for s in raised] == [("device_offline", back + 600_000)]
