@@ -187,6 +187,12 @@ class AlertsSettings(_Section):
     escalate_after_s: dict[str, int] = Field(
         description="Per severity: escalate an unacknowledged alert after this long.",
     )
+    progress_every_s: float = Field(
+        description="How often rule progress (held durations) is saved; a crash loses at most "
+        "this much of it (a clean stop saves everything).",
+        gt=0,
+        le=300,
+    )
     counts_every_s: float = Field(
         description="How often open-alert counts are written to InfluxDB.", ge=1, le=3600
     )

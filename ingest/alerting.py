@@ -5,9 +5,10 @@
 
 Its own thread, so that a slow database never stalls MQTT: the queue is bounded and the
 writer waits when it is full, which holds acknowledgements and lets the broker keep the rest.
-Rule progress (held durations, silence timers) is saved every tick, so a restart halfway
-through a duration keeps it. Every `counts_every_s`, open-alert counts go to InfluxDB through
-ingest's own writer (spooled like any point when InfluxDB is away).
+Rule progress (held durations, silence timers) is saved every `progress_every_s` and at a
+clean stop, so a restart halfway through a duration keeps it. Every `counts_every_s`,
+open-alert counts go to InfluxDB through ingest's own writer (spooled like any point when
+InfluxDB is away).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class AlertEngine:
         next_tick = time.monotonic()
         next_overdue = next_tick + _OVERDUE_EVERY_S
         next_counts = next_tick
+        next_progress = next_tick + self._settings.progress_every_s
         try:
             self._rules.resume(_now_ms())
             while True:
@@ -142,6 +144,8 @@ class AlertEngine:
                 if now >= next_tick:
                     next_tick = now + tick_s
                     self._apply(self._rules.on_tick(time.time_ns() // 1_000_000))
+                if now >= next_progress:
+                    next_progress = now + self._settings.progress_every_s
                     self._save_progress()
                 if now >= next_overdue:
                     next_overdue = now + _OVERDUE_EVERY_S

@@ -485,21 +485,28 @@ class AlertStore:
     # -- rule state ------------------------------------------------------------------------
 
     def save_rule_states(self, states: Mapping[str, object | None]) -> None:
-        """Upsert each key's JSON state; None deletes the key. One transaction."""
+        """Upsert each key's JSON state; None deletes the key. One transaction, two statements:
+        the alert engine saves thousands of keys at a time."""
+        if any(not key for key in states):
+            raise ValueError("rule state key must not be empty")
         now = self._clock()
+        gone = [key for key, state in states.items() if state is None]
+        kept = [
+            {"key": key, "state": state, "updated_ms": now}
+            for key, state in states.items()
+            if state is not None
+        ]
         with transaction(self._engine, write=True) as conn:
-            for key, state in states.items():
-                if not key:
-                    raise ValueError("rule state key must not be empty")
-                if state is None:
-                    conn.execute(delete(rule_state).where(rule_state.c.key == key))
-                    continue
-                stmt = upsert(self._engine, rule_state).values(key=key, state=state, updated_ms=now)
+            if gone:
+                conn.execute(delete(rule_state).where(rule_state.c.key.in_(gone)))
+            if kept:
+                stmt = upsert(self._engine, rule_state)
                 conn.execute(
                     stmt.on_conflict_do_update(
                         index_elements=[rule_state.c.key],
-                        set_={"state": stmt.excluded.state, "updated_ms": now},
-                    )
+                        set_={"state": stmt.excluded.state, "updated_ms": stmt.excluded.updated_ms},
+                    ),
+                    kept,
                 )
 
     def load_rule_states(self) -> dict[str, object]:
