@@ -9,6 +9,7 @@ import pytest
 
 from devices.registry import Registry, load_registry
 from ingest.local_services import Influxd, Mosquitto
+from tests.pg import postgres_database, reset_database
 
 INVENTORY = Path(__file__).resolve().parent.parent / "config" / "inventory" / "inventory.toml"
 
@@ -36,3 +37,16 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
     with Influxd(tmp_path_factory.mktemp("influxd")) as server:
         yield server
+
+
+postgres_url = postgres_database("mingliang_test")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A test that uses this runs twice: on a SQLite file, and on an emptied PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'alerts.db'}"
+    url = str(request.getfixturevalue("postgres_url"))
+    reset_database(url)
+    return url

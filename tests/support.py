@@ -152,3 +152,13 @@ def make_token(settings: Settings, role: str = "admin", sites: frozenset[str] | 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+class ManualClock:
+    """A clock (epoch ms) that moves only when a test moves it."""
+
+    def __init__(self, now: int = 1_700_000_000_000) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now

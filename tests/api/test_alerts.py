@@ -21,7 +21,6 @@ from config.settings import Settings, load_settings
 from devices.registry import Registry
 from ingest.local_services import Influxd, Mosquitto
 from simulators.fleet import Fleet
-from tests.pg import postgres_database, reset_database
 from tests.support import (
     Publisher,
     bearer,
@@ -33,7 +32,6 @@ from tests.support import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-postgres_url = postgres_database("mingliang_alerts_api")
 
 # Short durations for the sites these tests use; everything else keeps the default rule book.
 OVERRIDES = """
@@ -49,24 +47,15 @@ for_s = 6
 """
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return ""
-    url = str(request.getfixturevalue("postgres_url"))
-    reset_database(url)
-    return url
-
-
 @pytest.fixture
-def settings(tmp_path: Path, broker: Mosquitto, influxd: Influxd, backend: str) -> Settings:
+def settings(tmp_path: Path, broker: Mosquitto, influxd: Influxd, store_url: str) -> Settings:
     rules = tmp_path / "rules.toml"
     rules.write_text((ROOT / "config" / "rules.toml").read_text() + OVERRIDES)
     return make_settings(
         tmp_path / "data",
         broker,
         influxd,
-        alerts={"store_url": backend, "rules": str(rules), "tick_s": 0.2},
+        alerts={"store_url": store_url, "rules": str(rules), "tick_s": 0.2},
     )
 
 

@@ -16,21 +16,12 @@ from api.app import create_app
 from config.settings import Settings
 from devices.registry import Registry
 from ingest.local_services import Influxd, Mosquitto
-from tests.pg import postgres_database, reset_database
 from tests.support import Publisher, make_settings, make_token, serve, wait_until
 
-postgres_url = postgres_database("mingliang_fuzz")
 
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings(
-    request: pytest.FixtureRequest, tmp_path: Path, broker: Mosquitto, influxd: Influxd
-) -> Settings:
-    url = ""
-    if request.param == "postgresql":
-        url = str(request.getfixturevalue("postgres_url"))
-        reset_database(url)
-    return make_settings(tmp_path / "data", broker, influxd, alerts={"store_url": url})
+@pytest.fixture
+def settings(tmp_path: Path, broker: Mosquitto, influxd: Influxd, store_url: str) -> Settings:
+    return make_settings(tmp_path / "data", broker, influxd, alerts={"store_url": store_url})
 
 
 @pytest.fixture

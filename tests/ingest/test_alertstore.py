@@ -25,39 +25,24 @@ from ingest.alertstore import (
     TransitionRefused,
 )
 from ingest.local_services import free_port
-from tests.pg import postgres_database, reset_database
+from tests.support import ManualClock
 
 T = TypeVar("T")
 
-postgres_url = postgres_database("mingliang_alertstore")
 
 KITCHEN = Source("kitchen-1", "cam-7")
 STREET = Source("street-3", "cam-40")
 T0 = 1_700_000_000_000
 
 
-class ManualClock:
-    """The store's clock, moved by the test."""
-
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture
+def backend(store_url: str) -> str:
+    return "sqlite" if store_url.startswith("sqlite") else "postgresql"
 
 
 @pytest.fixture
-def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'alerts.db'}"
-    url = str(request.getfixturevalue("postgres_url"))
-    reset_database(url)
-    return url
+def db_url(store_url: str) -> str:
+    return store_url
 
 
 @pytest.fixture

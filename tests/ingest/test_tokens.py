@@ -5,33 +5,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from ingest.alertstore import AlertStore, make_engine
 from ingest.tokens import PREFIX, Principal, Role, TokenInfo, TokenStore, parse_sites
-from tests.pg import postgres_database, reset_database
-
-postgres_url = postgres_database("mingliang_tokens")
+from tests.support import ManualClock
 
 
-class ManualClock:
-    def __init__(self, now: int = 1_700_000_000_000) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'alerts.db'}"
-    url = str(request.getfixturevalue("postgres_url"))
-    reset_database(url)
-    return url
+@pytest.fixture
+def db_url(store_url: str) -> str:
+    return store_url
 
 
 @pytest.fixture
