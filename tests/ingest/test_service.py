@@ -135,6 +135,7 @@ BAD_INPUT = [
     ("out_of_range", topic(FRIDGE), b'{"temp_c": -127}'),
     ("bad_timestamp", topic(FRIDGE), b'{"ts": "noon", "values": {"temp_c": 1}}'),
     ("timestamp_out_of_range", topic(FRIDGE), b'{"ts": 1500000000000, "values": {"temp_c": 1}}'),
+    ("unknown_kind", topic("kitchen-0001-cam-1", "events"), b'{"kind": "unicorn_sighting"}'),
 ]
 
 
