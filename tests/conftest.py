@@ -10,6 +10,7 @@ import pytest
 from devices.registry import Registry, load_registry
 from ingest.local_services import Influxd, Mosquitto
 from tests.pg import postgres_database, reset_database
+from tests.support import ManualClock
 
 INVENTORY = Path(__file__).resolve().parent.parent / "config" / "inventory" / "inventory.toml"
 
@@ -50,3 +51,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = str(request.getfixturevalue("postgres_url"))
     reset_database(url)
     return url
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()

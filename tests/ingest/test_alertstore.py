@@ -41,18 +41,8 @@ def backend(store_url: str) -> str:
 
 
 @pytest.fixture
-def db_url(store_url: str) -> str:
-    return store_url
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def store(db_url: str, clock: ManualClock) -> Iterator[AlertStore]:
-    alert_store = AlertStore(db_url, clock=clock)
+def store(store_url: str, clock: ManualClock) -> Iterator[AlertStore]:
+    alert_store = AlertStore(store_url, clock=clock)
     alert_store.create_schema()
     yield alert_store
     alert_store.close()
@@ -651,9 +641,9 @@ def test_rule_states_save_load_delete(store: AlertStore) -> None:
 # -- the database ------------------------------------------------------------------------------
 
 
-def test_schema_is_idempotent_and_shared(db_url: str, store: AlertStore) -> None:
+def test_schema_is_idempotent_and_shared(store_url: str, store: AlertStore) -> None:
     alert_id = store.raise_(smoking()).alert_id
-    again = AlertStore(db_url)
+    again = AlertStore(store_url)
     try:
         again.create_schema()
         assert again.get(alert_id).count == 1

@@ -15,18 +15,8 @@ from tests.support import ManualClock
 
 
 @pytest.fixture
-def db_url(store_url: str) -> str:
-    return store_url
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def tokens(db_url: str, clock: ManualClock) -> Iterator[TokenStore]:
-    store = TokenStore(db_url, clock=clock)
+def tokens(store_url: str, clock: ManualClock) -> Iterator[TokenStore]:
+    store = TokenStore(store_url, clock=clock)
     store.create_schema()
     yield store
     store.close()
@@ -58,9 +48,9 @@ def test_unknown_or_malformed_tokens_are_none(tokens: TokenStore, candidate: str
     assert tokens.verify(candidate) is None
 
 
-def test_only_the_hash_is_stored(tokens: TokenStore, db_url: str) -> None:
+def test_only_the_hash_is_stored(tokens: TokenStore, store_url: str) -> None:
     token, info = tokens.create("wang", Role.ADMIN, None)
-    engine = make_engine(db_url)
+    engine = make_engine(store_url)
     try:
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT * FROM api_tokens")).mappings().all()
@@ -129,8 +119,8 @@ def test_create_validates(tokens: TokenStore) -> None:
     assert (info.role, info.sites) == (Role.SUPERVISOR, None)
 
 
-def test_shares_the_alert_store_engine(db_url: str) -> None:
-    store = AlertStore(db_url)
+def test_shares_the_alert_store_engine(store_url: str) -> None:
+    store = AlertStore(store_url)
     try:
         store.create_schema()
         shared = TokenStore(store.engine)
