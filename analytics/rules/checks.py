@@ -256,6 +256,12 @@ def _is_number(v: object) -> bool:
     return type(v) in (float, int)
 
 
+def _number(values: Mapping[str, Value], metric: str) -> float | None:
+    """The metric's value as a float, or None if the reading has no number for it."""
+    v = values.get(metric)
+    return float(v) if v is not None and _is_number(v) else None
+
+
 _ORDER: Mapping[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
@@ -371,10 +377,9 @@ class FlatlineCheck(Check):
     tolerance: float
 
     def on_reading(self, inst: Instance, ts: int, values: Mapping[str, Value], out: Out) -> None:
-        v = values.get(self.metric)
-        if v is None or not _is_number(v):
+        x = _number(values, self.metric)
+        if x is None:
             return
-        x = float(v)
         self.advance(inst, ts, out)
         if inst.breach_since is None or inst.low is None or inst.high is None:
             inst.breach_since, inst.low, inst.high = ts, x, x
@@ -418,10 +423,9 @@ class RateCheck(Check):
     min_interval_ms: int
 
     def on_reading(self, inst: Instance, ts: int, values: Mapping[str, Value], out: Out) -> None:
-        v = values.get(self.metric)
-        if v is None or not _is_number(v):
+        x = _number(values, self.metric)
+        if x is None:
             return
-        x = float(v)
         self.advance(inst, ts, out)
         base_ts, base_value = inst.base_ts, inst.base_value
         if base_ts is None or base_value is None or ts - base_ts > self.max_gap_ms:
