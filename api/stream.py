@@ -62,12 +62,11 @@ async def events(
     feed: ChangeFeed,
     after: int,
     sites: frozenset[str] | None,
-    disconnected: asyncio.Event | None = None,
 ) -> AsyncIterator[str]:
     """SSE frames for changes after `after` that the caller may see; keep-alives in between."""
     last = after
     yield "retry: 3000\n\n"
-    while disconnected is None or not disconnected.is_set():
+    while True:
         upto = feed.seq
         changes = await asyncio.to_thread(store.changes_since, last, sites, _BATCH)
         for change in changes:

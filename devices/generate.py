@@ -109,7 +109,7 @@ def kitchens(rng: random.Random) -> Iterator[tuple[dict[str, str], list[dict[str
 
 def street_grids(rng: random.Random) -> Iterator[tuple[dict[str, str], list[dict[str, str]]]]:
     # Cameras per grid vary (3 to 9) but always add up to STREET_CAMERAS.
-    counts = [6] * STREET_GRIDS
+    counts = [STREET_CAMERAS // STREET_GRIDS] * STREET_GRIDS
     for _ in range(STREET_GRIDS * 2):
         a, b = rng.randrange(STREET_GRIDS), rng.randrange(STREET_GRIDS)
         if counts[a] < 9 and counts[b] > 3:

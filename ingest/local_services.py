@@ -111,10 +111,6 @@ class _Process:
             raise ServiceError(f"{self.name} is not running")
         self._proc.send_signal(sig)
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def _log_tail(self, lines: int = 5) -> str:
         with contextlib.suppress(OSError):
             return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
