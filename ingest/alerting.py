@@ -144,6 +144,7 @@ class AlertEngine:
                 if now >= next_tick:
                     next_tick = now + tick_s
                     self._apply(self._rules.on_tick(time.time_ns() // 1_000_000))
+                    self._metrics.rule_ticks.inc()
                 if now >= next_progress:
                     next_progress = now + self._settings.progress_every_s
                     self._save_progress()

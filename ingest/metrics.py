@@ -88,6 +88,11 @@ class IngestMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.rule_ticks = Counter(
+            "mingliang_alerts_rule_ticks",
+            "Clock ticks on which rules were evaluated without a message arriving",
+            registry=r,
+        )
         self.alerts_raised = Counter(
             "mingliang_alerts_raised",
             "Raise signals (new alerts and repeats), by kind",
