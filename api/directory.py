@@ -9,11 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from analytics.lifecycle import Status
 from api.auth import Caller, require_site
 from api.state import AppState, app_state
 from devices.models import Device, Site, SiteKind
-from ingest.alertstore import AlertFilter
 from ingest.queries import last_seen
 
 router = APIRouter(prefix="/api/v1", tags=["directory"])
@@ -56,23 +54,6 @@ def _reporting(state: AppState, seen: int | None) -> bool:
 OFFLINE_KINDS = ("device_offline", "camera_offline")
 
 
-async def _offline(state: AppState, sites: frozenset[str] | None) -> set[str]:
-    """Devices with an unresolved offline alert."""
-    offline: set[str] = set()
-    for kind in OFFLINE_KINDS:
-        flt = AlertFilter(
-            status=frozenset({Status.OPEN, Status.ACKNOWLEDGED}), site_ids=sites, kind=kind
-        )
-        cursor = None
-        while True:
-            page = await asyncio.to_thread(state.alerts.list, flt, cursor, 500)
-            offline.update(a.device_id for a in page.items if a.device_id)
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
-    return offline
-
-
 @router.get("/sites", response_model=SiteList, summary="Sites, with their latest telemetry")
 async def list_sites(state: State, caller: Caller, kind: SiteKind | None = None) -> SiteList:
     seen = await last_seen(state.influx, "site_id", state.settings.api.last_seen_lookback_s)
@@ -109,7 +90,11 @@ async def list_devices(
     seen = await last_seen(
         state.influx, "device_id", state.settings.api.last_seen_lookback_s, site_id=site
     )
-    offline = await _offline(state, frozenset({site}) if site else caller.site_scope)
+    offline = await asyncio.to_thread(
+        state.alerts.devices_with_unresolved,
+        OFFLINE_KINDS,
+        frozenset({site}) if site else caller.site_scope,
+    )
     views = []
     for device in devices:
         if (type is not None and device.type != type) or not caller.can_see(device.site_id):

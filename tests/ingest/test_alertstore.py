@@ -696,3 +696,21 @@ def test_bad_urls_are_refused(backend: str) -> None:
         AlertStore("mysql://localhost/x")
     with pytest.raises(ValueError, match="not a database URL"):
         AlertStore("::nonsense::")
+
+
+def test_devices_with_unresolved_alerts_of_some_kinds(store: AlertStore) -> None:
+    def offline(site: str, device: str) -> Raise:
+        return Raise(Source(site, device), "device_offline", "fridge.silent", Severity.MAJOR, T0)
+
+    store.raise_(offline("kitchen-0001", "kitchen-0001-fridge-1"))
+    store.raise_(offline("kitchen-0002", "kitchen-0002-fridge-1"))
+    gone = store.raise_(offline("kitchen-0003", "kitchen-0003-fridge-1"))
+    store.act(gone.alert.id, Action.RESOLVE, "wang.li")
+    kinds = ("device_offline", "camera_offline")
+    assert store.devices_with_unresolved(kinds) == {
+        "kitchen-0001-fridge-1", "kitchen-0002-fridge-1"
+    }  # fmt: skip
+    assert store.devices_with_unresolved(kinds, frozenset({"kitchen-0002"})) == {
+        "kitchen-0002-fridge-1"
+    }
+    assert store.devices_with_unresolved(("rodent",)) == set()
