@@ -56,12 +56,17 @@ def create_app(settings: Settings, registry: Registry, *, run_ingest: bool = Tru
                     book,
                     store,
                     metrics,
+                    # Late-bound: the service is made next, and needs the engine first.
                     write_lines=lambda lines: service.write_lines(lines) if service else None,
                     on_change=changed,
                 )
                 stack.enter_context(engine)
                 service = IngestService(
-                    settings, registry, on_records=engine.submit, metrics=metrics
+                    settings,
+                    registry,
+                    on_records=engine.submit,
+                    metrics=metrics,
+                    on_connection=engine.connection,
                 )
                 service.__enter__()
                 # Stopping flushes and acknowledges what was taken: off the event loop.

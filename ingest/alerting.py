@@ -1,7 +1,10 @@
 """The alert engine: telemetry rules on arrival and on a clock tick, signals into the store.
 
     ingest writer --records--> [bounded queue] --> rules (analytics) --> AlertStore
-                                          clock tick --^    rule progress --^  (every tick)
+                             clock tick --^    rule progress --^ (every progress_every_s)
+
+Ticks run only while ingest is connected to the broker: a deaf ingest would take every
+device for silent.
 
 Its own thread, so that a slow database never stalls MQTT: the queue is bounded and the
 writer waits when it is full, which holds acknowledgements and lets the broker keep the rest.
@@ -36,7 +39,8 @@ log = logging.getLogger(__name__)
 ALERTS_OPEN = "alerts_open"
 _OVERDUE_EVERY_S = 30.0
 _STOP = object()
-_RESUME = object()
+_LISTENING = object()
+_DEAF = object()
 
 
 def event_signal(event: DeviceEvent, book: RuleBook) -> Raise:
@@ -110,9 +114,14 @@ class AlertEngine:
         if records:
             self._queue.put(list(records))
 
-    def listening_again(self) -> None:
-        """Ingest (re)connected to the broker: silence while it was away proves nothing."""
-        self._queue.put(_RESUME)
+    def connection(self, up: bool) -> None:
+        """Ingest's broker connection came up or went down (called from paho's thread).
+
+        While ingest hears nothing, rules do not tick: every device would look silent. When it
+        hears again, silence timers restart from then (RuleEngine.resume); held durations
+        fire at their own time on the next tick.
+        """
+        self._queue.put(_LISTENING if up else _DEAF)
 
     @property
     def backlog(self) -> int:
@@ -126,8 +135,8 @@ class AlertEngine:
         next_overdue = next_tick + _OVERDUE_EVERY_S
         next_counts = next_tick
         next_progress = next_tick + self._settings.progress_every_s
+        listening = False  # until ingest's first connection
         try:
-            self._rules.resume(_now_ms())
             while True:
                 try:
                     item = self._queue.get(timeout=max(0.0, next_tick - time.monotonic()))
@@ -136,12 +145,15 @@ class AlertEngine:
                 if item is _STOP:
                     self._save_progress()
                     return
-                if item is _RESUME:
+                if item is _LISTENING:
+                    listening = True
                     self._rules.resume(_now_ms())
+                elif item is _DEAF:
+                    listening = False
                 elif isinstance(item, list):
                     self._evaluate(item)
                 now = time.monotonic()
-                if now >= next_tick:
+                if now >= next_tick and listening:
                     next_tick = now + tick_s
                     self._apply(self._rules.on_tick(time.time_ns() // 1_000_000))
                     self._metrics.rule_ticks.inc()

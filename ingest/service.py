@@ -84,10 +84,10 @@ class IngestService:
         registry: Registry,
         on_records: Callable[[Sequence[Record]], None] | None = None,
         metrics: IngestMetrics | None = None,
-        on_connected: Callable[[], None] = lambda: None,
+        on_connection: Callable[[bool], None] = lambda up: None,
     ) -> None:
-        """`on_records` receives every batch of stored records, in order, and `on_connected`
-        hears of every (re)connection to the broker: both for the alert engine."""
+        """`on_records` receives every batch of stored records, in order, and `on_connection`
+        hears whenever the broker connection comes up or goes down: both for the alert engine."""
         self.settings = settings
         self.registry = registry
         self.metrics = metrics or IngestMetrics()
@@ -126,8 +126,7 @@ class IngestService:
 
         def connection(up: bool) -> None:
             self.metrics.mqtt_connected.set(int(up))
-            if up:
-                on_connected()
+            on_connection(up)
 
         self._collector = MqttCollector(settings.mqtt, self._on_message, connection)
         self._loop = WriterLoop(
