@@ -4,6 +4,8 @@ python -m api [serve] [--config FILE] [--no-ingest]
 python -m api tokens create --name NAME --role viewer|supervisor|admin [--sites ID,ID]
 python -m api tokens list
 python -m api tokens revoke NAME
+python -m api tokens camera CAMERA_ID          (a WHIP publishing token for one camera)
+python -m api tokens revoke-camera CAMERA_ID
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import uvicorn
 
 from api.app import create_app
 from config.settings import ConfigError, Settings, load_settings
+from devices.models import CAMERA_TYPES
 from devices.registry import InventoryError, load_registry
 from ingest.alertstore import AlertStore, AlertStoreError
 from ingest.tokens import Role, TokenStore, parse_sites
@@ -43,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     tsub.add_parser("list", help="list tokens (never their secrets)")
     revoke = tsub.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
+    camera = tsub.add_parser("camera", help="create a camera's WHIP publishing token")
+    camera.add_argument("camera_id")
+    uncamera = tsub.add_parser("revoke-camera", help="revoke every token of a camera")
+    uncamera.add_argument("camera_id")
     return parser
 
 
@@ -83,6 +90,18 @@ def _tokens(settings: Settings, args: argparse.Namespace) -> int:
             scope = ", ".join(sorted(sites)) if sites else "all sites"
             print(f"token for {info.name} ({info.role.value}, {scope}); it is shown only once:")
             print(secret)
+        elif args.action == "camera":
+            registry = load_registry(settings.inventory_path)
+            device = registry.devices.get(args.camera_id)
+            if device is None or device.type not in CAMERA_TYPES:
+                print(
+                    f"error: {args.camera_id!r} is not a camera of the inventory", file=sys.stderr
+                )
+                return 1
+            print(f"WHIP token for camera {args.camera_id}; it is shown only once:")
+            print(tokens.create_camera(args.camera_id))
+        elif args.action == "revoke-camera":
+            print(f"revoked {tokens.revoke_camera(args.camera_id)} token(s) of {args.camera_id}")
         elif args.action == "list":
             for info in tokens.list():
                 state = "revoked" if info.revoked_ms else "active"
@@ -111,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:  # plain `python -m api` serves
             args = _parser().parse_args(["serve"])
         return _serve(settings, args)
-    except (AlertStoreError, ValueError) as exc:
+    except (AlertStoreError, InventoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

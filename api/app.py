@@ -1,7 +1,7 @@
 """The FastAPI application. Its lifespan runs, in one process and in this order:
 
     alert store -> alert engine (rules) -> ingest (MQTT -> InfluxDB) -> MQTT relay of changes
-    -> SSE change feed -> the API
+    -> camera workers and their health monitor -> SSE change feed -> the API
 
 and stops them in reverse, so ingest hands its last records to the engine before it stops.
 """
@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from analytics.rules import load_rules
-from api import alerts, directory, errors, health, rejections, telemetry
+from api import alerts, directory, errors, health, rejections, telemetry, video
 from api.state import AppState
 from api.stream import ChangeFeed
 from config.settings import Settings
@@ -24,13 +24,21 @@ from devices.registry import Registry
 from ingest.alert_relay import AlertRelay
 from ingest.alerting import AlertEngine
 from ingest.alertstore import AlertStore
+from ingest.camera_monitor import CameraMonitor
+from ingest.camera_pool import CameraPool
 from ingest.influx import InfluxQueryClient
 from ingest.metrics import IngestMetrics
 from ingest.service import IngestService
 from ingest.tokens import TokenStore
 
 
-def create_app(settings: Settings, registry: Registry, *, run_ingest: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings,
+    registry: Registry,
+    *,
+    run_ingest: bool = True,
+    log_level: str = "warning",
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -47,6 +55,7 @@ def create_app(settings: Settings, registry: Registry, *, run_ingest: bool = Tru
                     wake()
 
             service: IngestService | None = None
+            engine: AlertEngine | None = None
             if run_ingest:
                 book = load_rules(settings.rules_path, registry)
                 metrics = IngestMetrics()
@@ -75,6 +84,24 @@ def create_app(settings: Settings, registry: Registry, *, run_ingest: bool = Tru
                 stack.enter_context(relay)
                 wakers.append(relay.wake)
 
+            pool: CameraPool | None = None
+            monitor: CameraMonitor | None = None
+            if run_ingest and settings.cameras.workers > 0:
+                assert engine is not None and service is not None
+                pool = await stack.enter_async_context(
+                    CameraPool(
+                        settings.cameras,
+                        settings.inventory_path,
+                        streams=list(registry.streams.values()),
+                        log_level=log_level,
+                    )
+                )
+                monitor = CameraMonitor(
+                    settings.cameras, registry, pool, service.write_lines, engine.submit_signals
+                )
+                watcher = asyncio.create_task(monitor.run())
+                stack.push_async_callback(_cancel, watcher)
+
             feeder = asyncio.create_task(feed.run())
             stack.push_async_callback(_cancel, feeder)
             influx = InfluxQueryClient(settings.influx)
@@ -88,6 +115,8 @@ def create_app(settings: Settings, registry: Registry, *, run_ingest: bool = Tru
                 tokens,
                 feed,
                 changed,
+                pool,
+                monitor,
             )
             yield
 
@@ -98,7 +127,7 @@ def create_app(settings: Settings, registry: Registry, *, run_ingest: bool = Tru
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, directory, telemetry, alerts, rejections):
+    for module in (health, directory, telemetry, alerts, rejections, video):
         app.include_router(module.router)
     return app
 

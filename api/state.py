@@ -11,6 +11,8 @@ from fastapi import Request
 from config.settings import Settings
 from devices.registry import Registry
 from ingest.alertstore import AlertStore
+from ingest.camera_monitor import CameraMonitor
+from ingest.camera_pool import CameraPool
 from ingest.influx import InfluxQueryClient
 from ingest.service import IngestService
 from ingest.tokens import TokenStore
@@ -29,6 +31,8 @@ class AppState:
     tokens: TokenStore
     feed: ChangeFeed
     changed: Callable[[], None]  # an API action changed alerts: wake the SSE feed and relay
+    cameras: CameraPool | None = None  # None: the video path is off
+    camera_monitor: CameraMonitor | None = None
 
 
 def app_state(request: Request) -> AppState:

@@ -240,6 +240,61 @@ class SimulatorSettings(_Section):
     )
 
 
+class CamerasSettings(_Section):
+    workers: int = Field(
+        description="Camera worker processes; each owns the cameras that hash to it. "
+        "0 turns the video path off.",
+        ge=0,
+        le=64,
+    )
+    offline_after_s: float = Field(
+        description="A camera with no decoded frame for this long is offline.", ge=2, le=3600
+    )
+    health_every_s: float = Field(
+        description="How often each camera's health is written to InfluxDB (and offline "
+        "cameras looked for).",
+        ge=0.5,
+        le=300,
+    )
+    analytics_fps: float = Field(
+        description="Frames per second analytics take from each camera's latest-frame slot.",
+        gt=0,
+        le=60,
+    )
+    viewers_per_camera: int = Field(
+        description="Live viewers (WHEP and MJPEG) one camera serves at once.", ge=0, le=1000
+    )
+    viewers_per_worker: int = Field(
+        description="Live viewers one worker process serves at once, over all its cameras.",
+        ge=0,
+        le=10000,
+    )
+    mjpeg_fps: float = Field(description="Frame rate of MJPEG streams.", gt=0, le=30)
+    jpeg_quality: int = Field(description="JPEG quality of snapshots and MJPEG.", ge=10, le=100)
+    max_sdp_bytes: int = Field(
+        description="Largest SDP offer accepted by WHIP and WHEP.", ge=1024, le=1_048_576
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        description="RTSP transport for pulled cameras; TCP survives lossy links and NAT."
+    )
+    rtsp_timeout_s: float = Field(
+        description="An RTSP camera that sends nothing for this long is reconnected.",
+        ge=1,
+        le=300,
+    )
+    reconnect_initial_s: float = Field(
+        description="First wait before reconnecting a pulled camera; doubles per failure.",
+        gt=0,
+        le=60,
+    )
+    reconnect_max_s: float = Field(
+        description="Longest wait between two reconnection attempts.", gt=0, le=3600
+    )
+    worker_start_timeout_s: float = Field(
+        description="How long a worker process may take to start.", ge=1, le=300
+    )
+
+
 class PathSettings(_Section):
     data_dir: Path = Field(description="Where spool, rejects and local services keep their files.")
     inventory: Path = Field(description="The district inventory manifest.")
@@ -257,6 +312,7 @@ class Settings(_Section):
     alerts: AlertsSettings
     auth: AuthSettings
     simulator: SimulatorSettings
+    cameras: CamerasSettings
     paths: PathSettings
 
     def resolve(self, path: Path) -> Path:

@@ -77,3 +77,17 @@ class Device(_Record):
     type: Name = Field(description="Device type from device_types.toml.")
     name: str = Field(description="Display name.", min_length=1, max_length=200)
     location: str = Field("", description="Where on the site (street for street cameras).")
+
+
+CAMERA_TYPES = frozenset({"kitchen_camera", "street_camera"})
+
+
+class Stream(_Record):
+    """Where a camera that cannot push its video is pulled from."""
+
+    camera_id: Identifier = Field(description="A device of a camera type.")
+    url: str = Field(
+        description="rtsp:// or rtsps:// address, credentials included if the camera needs them.",
+        pattern=r"^rtsps?://[^\s]+$",
+        max_length=2000,
+    )

@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from devices.models import Device, DeviceType, Metric, Site, SiteKind
+from devices.models import CAMERA_TYPES, Device, DeviceType, Metric, Site, SiteKind, Stream
 
 
 class InventoryError(Exception):
@@ -31,6 +31,7 @@ class Manifest(BaseModel):
     device_types: str = Field(description="Metric catalogue and device types (TOML).")
     sites: str = Field(description="Sites file (CSV).")
     devices: str = Field(description="Devices file (CSV).")
+    streams: str = Field("", description="Pull addresses of cameras that cannot push (CSV).")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Registry:
     sites: Mapping[str, Site]
     devices: Mapping[str, Device]
     _by_site: Mapping[str, tuple[Device, ...]] = field(repr=False)
+    streams: Mapping[str, Stream] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -52,6 +54,7 @@ class Registry:
         device_types: Iterable[DeviceType],
         sites: Iterable[Site],
         devices: Iterable[Device],
+        streams: Iterable[Stream] = (),
     ) -> Registry:
         by_site: dict[str, list[Device]] = {}
         device_list = list(devices)
@@ -64,6 +67,7 @@ class Registry:
             sites={s.site_id: s for s in sites},
             devices={d.device_id: d for d in device_list},
             _by_site={k: tuple(v) for k, v in by_site.items()},
+            streams={s.camera_id: s for s in streams},
         )
 
     def devices_at(self, site_id: str) -> tuple[Device, ...]:
@@ -71,6 +75,13 @@ class Registry:
 
     def sites_of_kind(self, kind: SiteKind) -> list[Site]:
         return [s for s in self.sites.values() if s.kind == kind]
+
+    def cameras(self) -> list[Device]:
+        return [d for d in self.devices.values() if d.type in CAMERA_TYPES]
+
+    def with_streams(self, streams: Iterable[Stream]) -> Registry:
+        """The same inventory with these pull addresses instead (tests, the demo)."""
+        return replace(self, streams={s.camera_id: s for s in streams})
 
     def metrics_of(self, device: Device) -> dict[str, Metric]:
         return {name: self.metrics[name] for name in self.device_types[device.type].metrics}
@@ -177,4 +188,25 @@ def load_registry(manifest_path: Path) -> Registry:
             raise InventoryError(f"{where}, type: unknown device type {device.type!r}")
         devices[device.device_id] = device
 
-    return Registry.build(manifest.version, metrics, device_types, sites.values(), devices.values())
+    streams: dict[str, Stream] = {}
+    if manifest.streams:
+        streams_path = base / manifest.streams
+        for line, stream in _read_csv(streams_path, Stream):
+            where = f"{streams_path} line {line}, camera_id"
+            camera = devices.get(stream.camera_id)
+            if camera is None:
+                raise InventoryError(f"{where}: unknown device {stream.camera_id!r}")
+            if camera.type not in CAMERA_TYPES:
+                raise InventoryError(f"{where}: {stream.camera_id!r} is a {camera.type}")
+            if stream.camera_id in streams:
+                raise InventoryError(f"{where}: duplicate {stream.camera_id!r}")
+            streams[stream.camera_id] = stream
+
+    return Registry.build(
+        manifest.version,
+        metrics,
+        device_types,
+        sites.values(),
+        devices.values(),
+        streams.values(),
+    )

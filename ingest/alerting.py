@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from analytics.events import TAXONOMY, Raise, Severity, Signal, Source
@@ -65,6 +66,11 @@ def event_signal(event: DeviceEvent, book: RuleBook) -> Raise:
         details=details,
         evidence=tuple(json.loads(event.evidence)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Signals:
+    signals: tuple[Signal, ...]
 
 
 class AlertEngine:
@@ -114,6 +120,11 @@ class AlertEngine:
         if records:
             self._queue.put(list(records))
 
+    def submit_signals(self, signals: Sequence[Signal]) -> None:
+        """Hand over signals found elsewhere (the video path's camera watch)."""
+        if signals:
+            self._queue.put(_Signals(tuple(signals)))
+
     def connection(self, up: bool) -> None:
         """Ingest's broker connection came up or went down (called from paho's thread).
 
@@ -152,6 +163,8 @@ class AlertEngine:
                     listening = False
                 elif isinstance(item, list):
                     self._evaluate(item)
+                elif isinstance(item, _Signals):
+                    self._apply(item.signals)
                 now = time.monotonic()
                 if now >= next_tick and listening:
                     next_tick = now + tick_s

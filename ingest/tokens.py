@@ -45,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from ingest.alertstore.db import SCHEMA_LOCK, Clock, advisory_lock, make_engine, now_ms, transaction
 
 PREFIX: Final = "mlt_"
+CAMERA_PREFIX: Final = "mlc_"  # camera tokens: publish one camera's video, nothing else
 _MAX_TOKEN_CHARS: Final = 200  # far above a real token; longer input is refused unhashed
 ALL_SITES: Final = "*"
 
@@ -137,6 +138,19 @@ Index(
 )
 
 
+camera_tokens = Table(
+    "camera_tokens",
+    _metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("camera_id", Text, nullable=False),
+    Column("token_hash", Text, nullable=False, unique=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger),
+    sqlite_autoincrement=True,
+)
+Index("camera_tokens_camera", camera_tokens.c.camera_id)
+
+
 class TokenStore:
     def __init__(self, target: Engine | str, *, clock: Clock = now_ms) -> None:
         self._owns_engine = isinstance(target, str)
@@ -207,6 +221,46 @@ class TokenStore:
         stmt = update(api_tokens).where(where, _ACTIVE).values(revoked_ms=self._clock())
         with transaction(self._engine, write=True) as conn:
             return conn.execute(stmt).rowcount > 0
+
+    def create_camera(self, camera_id: str) -> str:
+        """A new publishing token for one camera, returned here and never again.
+
+        A camera may hold several active tokens, so that a new one can be installed before the
+        old one is revoked.
+        """
+        if not camera_id or not camera_id.strip():
+            raise ValueError("a camera token names its camera")
+        token = CAMERA_PREFIX + secrets.token_urlsafe(32)
+        stmt = insert(camera_tokens).values(
+            camera_id=camera_id, token_hash=hash_token(token), created_ms=self._clock()
+        )
+        with transaction(self._engine, write=True) as conn:
+            conn.execute(stmt)
+        return token
+
+    def verify_camera(self, token: str) -> str | None:
+        """The camera an active camera token publishes for; None if unknown or revoked."""
+        if not token.startswith(CAMERA_PREFIX) or len(token) > _MAX_TOKEN_CHARS:
+            return None
+        digest = hash_token(token)
+        query = select(camera_tokens.c.camera_id, camera_tokens.c.token_hash).where(
+            camera_tokens.c.token_hash == digest, camera_tokens.c.revoked_ms.is_(None)
+        )
+        with transaction(self._engine, write=False) as conn:
+            row = conn.execute(query).first()
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            return None
+        return str(row.camera_id)
+
+    def revoke_camera(self, camera_id: str) -> int:
+        """Revoke every active token of a camera; how many were revoked."""
+        stmt = (
+            update(camera_tokens)
+            .where(camera_tokens.c.camera_id == camera_id, camera_tokens.c.revoked_ms.is_(None))
+            .values(revoked_ms=self._clock())
+        )
+        with transaction(self._engine, write=True) as conn:
+            return int(conn.execute(stmt).rowcount)
 
     def list(self) -> builtins.list[TokenInfo]:
         """Every token, revoked ones included, oldest first."""

@@ -32,6 +32,7 @@ from devices.registry import InventoryError, load_registry
 from ingest.alertstore import AlertStore
 from ingest.local_services import Influxd, Mosquitto, ServiceError, port_answers
 from ingest.tokens import Role, TokenStore
+from simulators.rtsp import gstreamer_available
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +46,20 @@ DEMO_FAULTS = (
 )
 
 
+# Cameras: a few kitchen cameras push over WHIP, the inventory's four street cameras are served
+# over RTSP for the service to pull, and some scenes have scripted happenings whose ground
+# truth goes to data/ground-truth.jsonl (see docs/simulators.md).
+DEMO_PUSHED_CAMERAS = 8
+DEMO_HAPPENINGS = (
+    "kitchen-0001-cam-1=person_walking@20+15,lens_covered@60+20",
+    "kitchen-0001-cam-2=flame_outside_stove@40+20",
+    "kitchen-0002-cam-1=night_blob@30+20,frozen@90+30",
+    "kitchen-0003-cam-1=blurred@45+30,knocked_aside@120+60",
+    "street-cam-00001=vendor_stopping@30+4m",
+)
+
 DEMO_TOKEN_NAME = "demo-admin"
+OPTIONAL = frozenset({"cameras"})  # the demo goes on without video if its simulator fails
 
 
 class DemoError(Exception):
@@ -186,9 +200,14 @@ def watch(
     last_status = 0.0
     auth = {"Authorization": f"Bearer {token}"}
     while True:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise DemoError(f"the {name} exited with {proc.returncode}; see its log")
+        for name, proc in list(procs.items()):
+            if proc.poll() is None:
+                continue
+            if name in OPTIONAL:
+                print(f"\nthe {name} exited with {proc.returncode}; see its log; going on without")
+                del procs[name]
+                continue
+            raise DemoError(f"the {name} exited with {proc.returncode}; see its log")
         try:
             if not all_reporting:
                 sites = httpx.get(
@@ -214,7 +233,10 @@ def watch(
                     headers=auth,
                     timeout=10,
                 ).json()["items"]
+                cameras = httpx.get(f"{base}/api/v1/cameras", headers=auth, timeout=10).json()
+                live = sum(1 for c in cameras if c["online"])
                 print(
+                    f"cameras live {live}  "
                     f"received {m.get('mingliang_ingest_messages_received_total', 0):,.0f}  "
                     f"stored {m.get('mingliang_ingest_points_written_total', 0):,.0f}  "
                     f"rejected {m.get('mingliang_ingest_rejected_total', 0):,.0f}  "
@@ -226,13 +248,28 @@ def watch(
         time.sleep(1.0)  # the refresh rate of the display
 
 
+def camera_args(settings: Settings, no_happenings: bool) -> list[str]:
+    args = ["-m", "simulators.cameras", "--cameras", str(DEMO_PUSHED_CAMERAS)]
+    args += ["--truth", str(settings.data_dir / "ground-truth.jsonl")]
+    if gstreamer_available() is None:
+        args.append("--rtsp")
+    else:
+        print("cameras:  GStreamer's RTSP server is missing: the RTSP cameras stay dark")
+    if not no_happenings:
+        for script in DEMO_HAPPENINGS:
+            args += ["--script", script]
+    return args
+
+
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./mingliang up", description=__doc__)
-    parser.add_argument("--no-faults", action="store_true", help="no scripted faults")
+    parser.add_argument(
+        "--no-faults", action="store_true", help="no scripted faults or camera happenings"
+    )
     parser.add_argument("--speed", type=float, help="simulated seconds per real second")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -267,7 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"token:    {token}  (admin; kept in {settings.data_dir / 'demo-admin.token'})")
             print(f'          curl -H "Authorization: Bearer {token}" {base}/api/v1/alerts')
             simulators = stack.enter_context(child("simulators", sim_args, logs))
-            watch(base, kitchens, {"service": service, "simulators": simulators}, started, token)
+            procs = {"service": service, "simulators": simulators}
+            if settings.cameras.workers > 0:
+                procs["cameras"] = stack.enter_context(
+                    child("cameras", camera_args(settings, args.no_faults), logs)
+                )
+                print(f"          snapshot: {base}/api/v1/cameras/kitchen-0001-cam-1/snapshot.jpg")
+            watch(base, kitchens, procs, started, token)
     except KeyboardInterrupt:
         print("\nstopped")
         return 0

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
+import numpy.typing as npt
 import paho.mqtt.client as paho
 import uvicorn
 from fastapi import FastAPI
@@ -43,13 +47,16 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, every: flo
 def make_settings(
     data_dir: Path, broker: Mosquitto, influxd: Influxd, **sections: Mapping[str, Any]
 ) -> Settings:
-    """Settings for one test: its own database, MQTT client id and data folder."""
+    """Settings for one test: its own database, MQTT client id and data folder; no camera
+    workers unless `cameras` asks for them."""
     mqtt = {"host": broker.host, "port": broker.port, "client_id": unique("ingest")}
     influx = {"url": influxd.url, "database": unique("test")}
     merged = {
         "mqtt": {**mqtt, **sections.pop("mqtt", {})},
         "influx": {**influx, **sections.pop("influx", {})},
         "paths": {"data_dir": str(data_dir), **sections.pop("paths", {})},
+        # Camera workers are processes of their own: only the tests that watch video start them.
+        "cameras": {"workers": 0, **sections.pop("cameras", {})},
         **sections,
     }
     return load_settings({}, **merged)
@@ -162,3 +169,65 @@ class ManualClock:
 
     def __call__(self) -> int:
         return self.now
+
+
+def make_camera_token(settings: Settings, camera_id: str) -> str:
+    """A camera's WHIP publishing token in the test's alert store."""
+    from ingest.alertstore import AlertStore
+    from ingest.tokens import TokenStore
+
+    store = AlertStore(settings.alert_store_url)
+    try:
+        store.create_schema()
+        tokens = TokenStore(store.engine)
+        tokens.create_schema()
+        return tokens.create_camera(camera_id)
+    finally:
+        store.close()
+
+
+class LoopThread:
+    """An asyncio loop in a thread of its own, for WebRTC peers beside a synchronous test."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="peers", daemon=True)
+
+    def __enter__(self) -> LoopThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def cancel_all() -> None:
+            # Cancelling a peer connection's task may start others (its close): until none.
+            for _ in range(10):
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                if not tasks:
+                    return
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_all(), 30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+        self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Run a coroutine on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start a coroutine on the loop; its future tells when it ends."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+
+def pattern(index: int, width: int = 320, height: int = 180) -> npt.NDArray[np.uint8]:
+    """An I420 picture of flat luma 16 + 8 * (index % 28): a frame's level tells its index."""
+    frame = np.full((height * 3 // 2, width), 128, np.uint8)
+    frame[:height] = 16 + (index % 28) * 8
+    return frame
+
+
+def is_pattern_level(mean_luma: float) -> bool:
+    return min(abs(mean_luma - (16 + k * 8)) for k in range(28)) < 4

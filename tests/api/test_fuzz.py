@@ -21,13 +21,20 @@ from tests.support import Publisher, make_settings, make_token, serve, wait_unti
 
 @pytest.fixture
 def settings(tmp_path: Path, broker: Mosquitto, influxd: Influxd, store_url: str) -> Settings:
-    return make_settings(tmp_path / "data", broker, influxd, alerts={"store_url": store_url})
+    # One camera worker, so that the video routes answer for themselves (no pulled cameras).
+    return make_settings(
+        tmp_path / "data",
+        broker,
+        influxd,
+        alerts={"store_url": store_url},
+        cameras={"workers": 1},
+    )
 
 
 @pytest.fixture
 def api(settings: Settings, registry: Registry, broker: Mosquitto) -> Iterator[tuple[str, str]]:
     token = make_token(settings)
-    with serve(create_app(settings, registry), token) as client:
+    with serve(create_app(settings, registry.with_streams([])), token) as client:
         wait_until(lambda: client.get("/healthz").status_code == 200, 15, "ingest up")
         # Something to act on: a few alerts of both kinds of life cycle.
         device = Publisher(broker)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from ingest.local_services import Mosquitto, free_port, port_answers
-from tests.support import unique
+from tests.support import unique, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,6 +71,24 @@ def test_demo_brings_up_the_system_and_all_254_kitchens_report_within_a_minute(
         ).json()
         assert fridge["points"] and all(-60 < p["temp_c"] < 60 for p in fridge["points"])
         assert (tmp_path / "data" / "influxdb" / "data").is_dir()
+
+        # Video: eight kitchen cameras push over WHIP, four street cameras are pulled over RTSP.
+        def live() -> list[dict[str, object]]:
+            cameras = httpx.get(
+                f"http://127.0.0.1:{api_port}/api/v1/cameras", headers=auth, timeout=10
+            ).json()
+            return [c for c in cameras if c["online"]]
+
+        online = wait_until(lambda: len(found := live()) >= 12 and found, 90, "12 live cameras")
+        assert sorted({c["transport"] for c in online}) == ["rtsp", "whip"]
+        snapshot = httpx.get(
+            f"http://127.0.0.1:{api_port}/api/v1/cameras/kitchen-0001-cam-1/snapshot.jpg",
+            headers=auth,
+            timeout=10,
+        )
+        assert snapshot.status_code == 200 and snapshot.content.startswith(b"\xff\xd8")
+        truth = (tmp_path / "data" / "ground-truth.jsonl").read_text().splitlines()
+        assert len(truth) >= 7  # the scripted happenings, with when and where
     finally:
         demo.send_signal(signal.SIGINT)
         out, _ = demo.communicate(timeout=120)

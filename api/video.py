@@ -1,0 +1,254 @@
+"""Video in and out: WHIP for cameras that push, WHEP, snapshots and MJPEG for people who watch.
+
+Thin: this checks who is asking and forwards to the camera worker that owns the camera
+(ingest/camera_pool.py), which holds the media. Publishing needs the camera's own token
+(`python -m api tokens camera ID`); watching needs an API token that may see the camera's site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
+
+from api.auth import Caller, require_site
+from api.state import AppState, app_state
+from devices.models import CAMERA_TYPES, Device
+from ingest.camera_pool import CameraPool, WorkerUnavailable
+
+router = APIRouter(tags=["video"])
+SessionId = Annotated[
+    str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="From the Location header.")
+]
+State = Annotated[AppState, Depends(app_state)]
+SDP = "application/sdp"
+_SDP_BODY: dict[str | int, dict[str, Any]] = {
+    201: {"content": {SDP: {}}, "description": "The SDP answer; Location names the session."}
+}
+
+
+def _camera(state: AppState, camera_id: str) -> Device:
+    device = state.registry.devices.get(camera_id)
+    if device is None or device.type not in CAMERA_TYPES:
+        raise HTTPException(404, f"no camera {camera_id!r} in the inventory")
+    return device
+
+
+def _pool(state: AppState) -> CameraPool:
+    if state.cameras is None:
+        raise HTTPException(503, "the video path is off on this node (cameras.workers = 0)")
+    return state.cameras
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="cameras"'})
+
+
+async def _camera_publisher(request: Request, state: AppState, camera_id: str) -> None:
+    """401/403 unless the request carries a token of this very camera."""
+    if not state.settings.auth.enabled:
+        return
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized(
+            "missing camera token: send 'Authorization: Bearer <camera token>' "
+            "(an administrator creates one with: python -m api tokens camera CAMERA_ID)"
+        )
+    owner = await asyncio.to_thread(state.tokens.verify_camera, token.strip())
+    if owner is None:
+        raise _unauthorized("unknown or revoked camera token")
+    if owner != camera_id:
+        raise HTTPException(403, f"this token publishes for camera {owner!r}, not {camera_id!r}")
+
+
+async def _offer(request: Request, state: AppState) -> bytes:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != SDP:
+        raise HTTPException(415, f"the offer must be sent as {SDP}, not {kind or 'nothing'!r}")
+    body = await request.body()
+    if len(body) > state.settings.cameras.max_sdp_bytes:
+        raise HTTPException(
+            413, f"the offer is {len(body)} bytes; at most {state.settings.cameras.max_sdp_bytes}"
+        )
+    if not body.strip():
+        raise HTTPException(400, "the offer is empty")
+    return body
+
+
+async def _forward(
+    pool: CameraPool, camera_id: str, method: str, path: str, body: bytes | None = None
+) -> Any:
+    try:
+        response = await pool.request(camera_id, method, path, body)
+    except WorkerUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from exc
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        headers = {"Retry-After": "5"} if response.status_code == 503 else None
+        raise HTTPException(response.status_code, detail, headers=headers)
+    return response
+
+
+async def _session(state: AppState, kind: str, camera_id: str, body: bytes) -> Response:
+    response = await _forward(_pool(state), camera_id, "POST", f"/{kind}/{camera_id}", body)
+    answer = response.json()
+    return Response(
+        answer["sdp"],
+        status_code=201,
+        media_type=SDP,
+        headers={"Location": f"/{kind}/{camera_id}/{answer['session']}"},
+    )
+
+
+@router.post("/whip/{camera_id}", status_code=201, responses=_SDP_BODY)
+async def whip(camera_id: str, request: Request, state: State) -> Response:
+    """Publish a camera (WHIP, RFC 9725): the body is the SDP offer (VP8 or H.264 video)."""
+    _camera(state, camera_id)
+    await _camera_publisher(request, state, camera_id)
+    return await _session(state, "whip", camera_id, await _offer(request, state))
+
+
+@router.delete("/whip/{camera_id}/{session}", status_code=204)
+async def whip_end(camera_id: str, session: SessionId, request: Request, state: State) -> Response:
+    """End a publishing session."""
+    _camera(state, camera_id)
+    await _camera_publisher(request, state, camera_id)
+    await _forward(_pool(state), camera_id, "DELETE", f"/whip/{camera_id}/{session}")
+    return Response(status_code=204)
+
+
+@router.post("/whep/{camera_id}", status_code=201, responses=_SDP_BODY)
+async def whep(camera_id: str, request: Request, state: State, caller: Caller) -> Response:
+    """Watch a camera live at full rate (WHEP): the body is the SDP offer."""
+    require_site(caller, _camera(state, camera_id).site_id)
+    return await _session(state, "whep", camera_id, await _offer(request, state))
+
+
+@router.delete("/whep/{camera_id}/{session}", status_code=204)
+async def whep_end(camera_id: str, session: SessionId, state: State, caller: Caller) -> Response:
+    """Stop watching."""
+    require_site(caller, _camera(state, camera_id).site_id)
+    await _forward(_pool(state), camera_id, "DELETE", f"/whep/{camera_id}/{session}")
+    return Response(status_code=204)
+
+
+class CameraView(BaseModel):
+    camera_id: str
+    site_id: str
+    name: str
+    location: str
+    transport: str | None = Field(description="whip, rtsp, or None if nothing feeds it.")
+    online: bool = Field(description="Decoded a frame within cameras.offline_after_s.")
+    last_frame_ms: int | None
+    width: int | None
+    height: int | None
+    viewers: int
+
+
+@router.get("/api/v1/cameras", response_model=list[CameraView], tags=["video"])
+async def cameras(
+    state: State,
+    caller: Caller,
+    site: Annotated[str | None, Query(description="Only this site's cameras.")] = None,
+) -> list[CameraView]:
+    """The cameras the caller may see, with their video state from the last health poll."""
+    if site is not None:
+        require_site(caller, site)
+    live = state.camera_monitor.latest() if state.camera_monitor else {}
+    offline = set(state.camera_monitor.watch.offline()) if state.camera_monitor else set()
+    views = []
+    for device in state.registry.cameras():
+        if (site is not None and device.site_id != site) or not caller.can_see(device.site_id):
+            continue
+        stats = live.get(device.device_id, {})
+        views.append(
+            CameraView(
+                camera_id=device.device_id,
+                site_id=device.site_id,
+                name=device.name,
+                location=device.location,
+                transport=stats.get("transport"),
+                online=bool(stats.get("connected")) and device.device_id not in offline,
+                last_frame_ms=stats.get("last_frame_ms"),
+                width=stats.get("width"),
+                height=stats.get("height"),
+                viewers=stats.get("viewers", 0),
+            )
+        )
+    return views
+
+
+@router.get(
+    "/api/v1/cameras/{camera_id}/snapshot.jpg",
+    responses={200: {"content": {"image/jpeg": {}}}},
+    response_class=Response,
+)
+async def snapshot(camera_id: str, state: State, caller: Caller) -> Response:
+    """The camera's newest frame as a JPEG."""
+    require_site(caller, _camera(state, camera_id).site_id)
+    response = await _forward(_pool(state), camera_id, "GET", f"/snapshot/{camera_id}")
+    return Response(
+        response.content,
+        media_type="image/jpeg",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Time-Ms": response.headers.get("x-frame-time-ms", ""),
+        },
+    )
+
+
+@router.get(
+    "/api/v1/cameras/{camera_id}/stream.mjpeg",
+    responses={200: {"content": {"multipart/x-mixed-replace": {}}}},
+    response_class=StreamingResponse,
+)
+async def mjpeg(camera_id: str, state: State, caller: Caller) -> StreamingResponse:
+    """Motion JPEG at cameras.mjpeg_fps, for video walls; counts against the viewer caps."""
+    require_site(caller, _camera(state, camera_id).site_id)
+    pool = _pool(state)
+    stream = pool.stream(camera_id, f"/mjpeg/{camera_id}")
+    try:
+        upstream = await stream.__aenter__()
+    except WorkerUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from exc
+    closed = False
+
+    async def close() -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            await stream.__aexit__(None, None, None)
+
+    if upstream.status_code != 200:
+        body = await upstream.aread()
+        await close()
+        try:
+            detail = json.loads(body).get("detail", body.decode(errors="replace"))
+        except ValueError:
+            detail = body.decode(errors="replace")
+        raise HTTPException(upstream.status_code, detail)
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await close()
+
+    return StreamingResponse(
+        relay(),
+        media_type=upstream.headers["content-type"],
+        headers={"Cache-Control": "no-store"},
+        # Also when the viewer left before the first part: the worker frees the place.
+        background=BackgroundTask(close),
+    )
