@@ -51,3 +51,20 @@ def test_create_list_revoke(tmp_path: Path) -> None:
 def test_bad_arguments_are_clear(tmp_path: Path) -> None:
     wrong_role = tokens(tmp_path, "create", "--name", "x", "--role", "boss")
     assert wrong_role.returncode == 2 and "invalid choice: 'boss'" in wrong_role.stderr
+
+
+def test_camera_tokens(tmp_path: Path) -> None:
+    made = tokens(tmp_path, "camera", "kitchen-0001-cam-1")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.splitlines()[-1]
+    store = TokenStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    try:
+        assert store.verify_camera(secret) == "kitchen-0001-cam-1"
+        not_a_camera = tokens(tmp_path, "camera", "kitchen-0001-fridge-1")
+        assert not_a_camera.returncode == 1
+        assert "not a camera of the inventory" in not_a_camera.stderr
+        revoked = tokens(tmp_path, "revoke-camera", "kitchen-0001-cam-1")
+        assert revoked.returncode == 0 and "revoked 1 token" in revoked.stdout
+        assert store.verify_camera(secret) is None
+    finally:
+        store.close()

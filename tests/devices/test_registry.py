@@ -105,3 +105,16 @@ def test_unknown_column_and_unknown_metric_are_refused(inventory_copy: Path) -> 
     _edit(sites, "site_id,kind,", "site_id,colour,kind,")
     with pytest.raises(InventoryError, match="unknown field"):
         load_registry(inventory_copy / "inventory.toml")
+
+
+def test_streams_name_cameras_of_the_inventory(inventory_copy: Path, registry: Registry) -> None:
+    assert set(registry.streams) == {f"street-cam-0000{n}" for n in (1, 2, 3, 4)}
+    streams = inventory_copy / "streams.csv"
+    _edit(streams, "street-cam-00002,", "kitchen-0001-fridge-1,")
+    with pytest.raises(InventoryError) as err:
+        load_registry(inventory_copy / "inventory.toml")
+    assert f"{streams} line 3, camera_id: 'kitchen-0001-fridge-1' is a fridge" in str(err.value)
+    _edit(streams, "kitchen-0001-fridge-1,rtsp://", "street-cam-00002,http://")
+    with pytest.raises(InventoryError) as err:
+        load_registry(inventory_copy / "inventory.toml")
+    assert "url: String should match pattern" in str(err.value)

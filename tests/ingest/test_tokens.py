@@ -10,7 +10,15 @@ import pytest
 from sqlalchemy import text
 
 from ingest.alertstore import AlertStore, make_engine
-from ingest.tokens import PREFIX, Principal, Role, TokenInfo, TokenStore, parse_sites
+from ingest.tokens import (
+    CAMERA_PREFIX,
+    PREFIX,
+    Principal,
+    Role,
+    TokenInfo,
+    TokenStore,
+    parse_sites,
+)
 from tests.support import ManualClock
 
 
@@ -161,3 +169,21 @@ def test_parse_sites() -> None:
     assert parse_sites(" k1, k2 ,") == frozenset({"k1", "k2"})
     with pytest.raises(ValueError, match="at least one site"):
         parse_sites(" , ")
+
+
+def test_camera_tokens_publish_for_one_camera(tokens: TokenStore) -> None:
+    first = tokens.create_camera("kitchen-0001-cam-1")
+    second = tokens.create_camera("kitchen-0001-cam-1")  # installed before the first is revoked
+    assert first.startswith(CAMERA_PREFIX) and first != second
+    assert tokens.verify_camera(first) == "kitchen-0001-cam-1"
+    assert tokens.verify_camera(second) == "kitchen-0001-cam-1"
+    # A camera token is not an API token, and an API token is not a camera token.
+    assert tokens.verify(first) is None
+    api, _ = tokens.create("ops", Role.ADMIN, None)
+    assert tokens.verify_camera(api) is None
+    assert tokens.verify_camera(CAMERA_PREFIX + "guess") is None
+    assert tokens.revoke_camera("kitchen-0001-cam-1") == 2
+    assert tokens.verify_camera(first) is None and tokens.verify_camera(second) is None
+    assert tokens.revoke_camera("kitchen-0001-cam-1") == 0
+    with pytest.raises(ValueError):
+        tokens.create_camera(" ")
