@@ -40,6 +40,13 @@ class CameraWatch:
         if source.device_id not in self._cameras:
             self._cameras[source.device_id] = _Watched(source, None, now_ms)
 
+    def restore_offline(self, source: Source, now_ms: int) -> None:
+        """A camera whose camera_offline alert is still open from before a restart: the
+        next frame clears it, and it is not raised again meanwhile."""
+        self.expect(source, now_ms)
+        assert source.device_id is not None
+        self._cameras[source.device_id].offline = True
+
     def frame_seen(self, source: Source, at_ms: int) -> list[Signal]:
         """The camera's newest frame was decoded at `at_ms`; clears it if it was offline."""
         self.expect(source, at_ms)

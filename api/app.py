@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
+from analytics import camera_watch
 from analytics.rules import load_rules
 from api import alerts, directory, errors, health, rejections, telemetry, video
 from api.state import AppState
@@ -96,8 +97,16 @@ def create_app(
                         log_level=log_level,
                     )
                 )
+                still_offline = await asyncio.to_thread(
+                    store.devices_with_unresolved, [camera_watch.KIND], rule=camera_watch.RULE
+                )
                 monitor = CameraMonitor(
-                    settings.cameras, registry, pool, service.write_lines, engine.submit_signals
+                    settings.cameras,
+                    registry,
+                    pool,
+                    service.write_lines,
+                    engine.submit_signals,
+                    offline_at_start=still_offline,
                 )
                 watcher = asyncio.create_task(monitor.run())
                 stack.push_async_callback(_cancel, watcher)

@@ -21,15 +21,15 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import av
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpTransceiver,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
@@ -71,6 +71,10 @@ class ViewerLimit(VideoError):
 
 class UnknownSession(VideoError):
     pass
+
+
+# Bytes received on the transport, RTP packets received and lost, jitter in ms.
+TransportFigures = tuple[int, int | None, int | None, float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +152,8 @@ class CameraFeed:
         self._size: tuple[int, int] | None = None
         self._bytes = 0
         self._fanout_pending = False
-        # Set by the collector: a coroutine giving (bytes, packets, lost, jitter_ms).
-        self.transport_stats: Callable[[], Any] | None = None
+        # Set by the WHIP session feeding the camera: its transport's figures.
+        self.transport_stats: Callable[[], Awaitable[TransportFigures]] | None = None
         self.rtsp_connected: Callable[[], bool] | None = None
         self.publisher: PublishSession | None = None
 
@@ -211,17 +215,53 @@ class CameraFeed:
         )
 
 
-class PublishSession:
-    """One WHIP publisher: a peer connection whose tracks feed a camera."""
+class _PeerSession:
+    """A peer connection serving one camera, ended by close() or by the peer going away."""
 
-    def __init__(self, feed: CameraFeed, on_end: Callable[[PublishSession], None]) -> None:
+    def __init__(self, feed: CameraFeed) -> None:
         self.id = secrets.token_urlsafe(12)
         self.feed = feed
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._closed = False
+
+        @self.pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            if self.pc.connectionState in ("failed", "closed"):
+                await self.close()
+
+    async def _take_offer(self, offer_sdp: str) -> list[RTCRtpTransceiver]:
+        """Apply the offer; its video transceivers (BadOffer if it cannot be used)."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except Exception as exc:  # aiortc's parser fails in many ways on a bad offer
+            raise BadOffer(f"the SDP offer cannot be used: {exc!r}") from exc
+        video = [t for t in self.pc.getTransceivers() if t.kind == "video"]
+        if not video:
+            raise BadOffer("the offer has no video")
+        return video
+
+    async def _answer(self) -> str:
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
+    def _ended(self) -> None:
+        """What the session's owner must forget; called once, before the peer is closed."""
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ended()
+        await self.pc.close()
+
+
+class PublishSession(_PeerSession):
+    """One WHIP publisher: a peer connection whose tracks feed a camera."""
+
+    def __init__(self, feed: CameraFeed, on_end: Callable[[PublishSession], None]) -> None:
+        super().__init__(feed)
         self._on_end = on_end
         self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
-        self._bytes_before = 0
 
         @self.pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
@@ -231,22 +271,11 @@ class PublishSession:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        @self.pc.on("connectionstatechange")
-        async def _on_state() -> None:
-            if self.pc.connectionState in ("failed", "closed"):
-                await self.close()
-
     async def answer(self, offer_sdp: str) -> str:
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except Exception as exc:  # aiortc's parser fails in many ways on a bad offer
-            raise BadOffer(f"the SDP offer cannot be used: {exc!r}") from exc
-        if not any(t.kind == "video" for t in self.pc.getTransceivers()):
-            raise BadOffer("the offer has no video")
+        await self._take_offer(offer_sdp)
         for transceiver in self.pc.getTransceivers():
             transceiver.direction = "recvonly" if transceiver.kind == "video" else "inactive"
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
-        return str(self.pc.localDescription.sdp)
+        return await self._answer()
 
     async def _video(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
@@ -260,7 +289,7 @@ class PublishSession:
             while True:
                 await track.recv()
 
-    async def transport_stats(self) -> tuple[int, int | None, int | None, float | None]:
+    async def transport_stats(self) -> TransportFigures:
         report = await self.pc.getStats()
         nbytes, packets, lost, jitter = 0, None, None, None
         for item in report.values():
@@ -271,56 +300,34 @@ class PublishSession:
                 nbytes = max(nbytes, item.bytesReceived)
         return nbytes, packets, lost, jitter
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _ended(self) -> None:
         self._on_end(self)
-        await self.pc.close()
         for task in list(self._tasks):
             task.cancel()
 
 
-class ViewSession:
+class ViewSession(_PeerSession):
     """One WHEP viewer of a camera."""
 
     def __init__(self, feed: CameraFeed, on_end: Callable[[ViewSession], None]) -> None:
-        self.id = secrets.token_urlsafe(12)
-        self.feed = feed
+        super().__init__(feed)
         self.track = ViewerTrack(feed)
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._on_end = on_end
-        self._closed = False
-
-        @self.pc.on("connectionstatechange")
-        async def _on_state() -> None:
-            if self.pc.connectionState in ("failed", "closed"):
-                await self.close()
 
     async def answer(self, offer_sdp: str) -> str:
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except Exception as exc:  # aiortc's parser fails in many ways on a bad offer
-            raise BadOffer(f"the SDP offer cannot be used: {exc!r}") from exc
-        video = [t for t in self.pc.getTransceivers() if t.kind == "video"]
-        if not video:
-            raise BadOffer("the offer asks for no video")
-        video[0].sender.replaceTrack(self.track)
-        video[0].direction = "sendonly"
+        video = (await self._take_offer(offer_sdp))[0]
+        video.sender.replaceTrack(self.track)
+        video.direction = "sendonly"
         for transceiver in self.pc.getTransceivers():
-            if transceiver is not video[0]:
+            if transceiver is not video:
                 transceiver.direction = "inactive"
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        answer = await self._answer()
         self.feed.viewers.add(self.track)
-        return str(self.pc.localDescription.sdp)
+        return answer
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _ended(self) -> None:
         self.track.stop()
         self._on_end(self)
-        await self.pc.close()
 
 
 class CameraHub:

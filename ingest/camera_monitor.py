@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from analytics.camera_watch import CameraWatch
@@ -77,6 +77,7 @@ class CameraMonitor:
         pool: CameraPool,
         write_lines: Callable[[list[str]], None],
         submit: Callable[[Sequence[Signal]], None],
+        offline_at_start: Iterable[str] = (),
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -84,6 +85,11 @@ class CameraMonitor:
         self._write_lines = write_lines
         self._submit = submit
         self.watch = CameraWatch(int(settings.offline_after_s * 1000))
+        now_ms = time.time_ns() // 1_000_000
+        for camera_id in offline_at_start:  # open camera_offline alerts from before a restart
+            device = registry.devices.get(camera_id)
+            if device is not None:
+                self.watch.restore_offline(Source(device.site_id, camera_id), now_ms)
         self._prev: dict[str, dict[str, Any]] = {}
         self._prev_at = time.monotonic()
         self.polls = 0

@@ -195,12 +195,7 @@ class WhipPublisher:
     async def close(self) -> None:
         """End the session: DELETE its resource (RFC 9725 section 4.2), close the peer."""
         location, self._location = self._location, None
-        if location is not None:
-            with contextlib.suppress(httpx.HTTPError):
-                async with httpx.AsyncClient(timeout=5) as client:
-                    await client.delete(
-                        location, headers={"Authorization": f"Bearer {self._token}"}
-                    )
+        await delete_session(location, self._token)
         self.connected.clear()
         await self._end_session()
 
@@ -212,6 +207,15 @@ async def _first(*aws: object) -> None:
     finally:
         for task in tasks:
             task.cancel()
+
+
+async def delete_session(location: str | None, token: str) -> None:
+    """DELETE a WHIP or WHEP session resource; the server may already have ended it."""
+    if location is None:
+        return
+    with contextlib.suppress(httpx.HTTPError):
+        async with httpx.AsyncClient(timeout=5) as client:
+            await client.delete(location, headers={"Authorization": f"Bearer {token}"})
 
 
 def reason(response: httpx.Response) -> str:

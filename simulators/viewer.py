@@ -10,7 +10,7 @@ import httpx
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from simulators.camera import WhipError, reason
+from simulators.camera import WhipError, delete_session, reason
 
 
 class WhepViewer:
@@ -66,12 +66,7 @@ class WhepViewer:
 
     async def close(self) -> None:
         location, self._location = self._location, None
-        if location is not None:
-            with contextlib.suppress(httpx.HTTPError):
-                async with httpx.AsyncClient(timeout=5) as client:
-                    await client.delete(
-                        location, headers={"Authorization": f"Bearer {self._token}"}
-                    )
+        await delete_session(location, self._token)
         await self._pc.close()
         if self._pull is not None:
             self._pull.cancel()

@@ -483,14 +483,17 @@ class AlertStore:
             return [(r[0], r[1], r[2], int(r[3])) for r in conn.execute(query)]
 
     def devices_with_unresolved(
-        self, kinds: Iterable[str], site_ids: frozenset[str] | None = None
+        self, kinds: Iterable[str], site_ids: frozenset[str] | None = None, rule: str | None = None
     ) -> set[str]:
-        """Devices with an unresolved alert of one of `kinds` (the directory's offline list)."""
+        """Devices with an unresolved alert of one of `kinds` (the directory's offline list),
+        raised by `rule` if one is named."""
         query = (
             select(alerts.c.device_id)
             .distinct()
             .where(UNRESOLVED, alerts.c.kind.in_(list(kinds)), alerts.c.device_id.is_not(None))
         )
+        if rule is not None:
+            query = query.where(alerts.c.rule == rule)
         if site_ids is not None:
             query = query.where(alerts.c.site_id.in_(sorted(site_ids)))
         with transaction(self._engine, write=False) as conn:

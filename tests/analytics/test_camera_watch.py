@@ -56,3 +56,11 @@ def test_a_camera_source_names_its_device() -> None:
         CameraWatch(20_000).expect(Source("kitchen-0001"), 0)
     with pytest.raises(ValueError):
         CameraWatch(0)
+
+
+def test_an_alert_open_from_before_a_restart_clears_when_frames_return() -> None:
+    watch = CameraWatch(20_000)
+    watch.restore_offline(CAM, 100_000)
+    assert watch.tick(200_000) == []  # already raised, before the restart
+    (cleared,) = watch.frame_seen(CAM, 200_500)
+    assert isinstance(cleared, Clear) and cleared.source == CAM

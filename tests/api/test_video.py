@@ -313,3 +313,26 @@ def test_a_pulled_camera_goes_offline_and_back_with_its_server(
                 settings, f"SELECT last(reconnects) FROM camera_health WHERE camera_id = '{street}'"
             )
             assert rows and rows[0]["last"] >= 1
+
+
+def test_an_offline_alert_from_before_a_restart_clears_when_the_camera_returns(
+    settings: Settings, registry: Registry, peers: LoopThread
+) -> None:
+    token = make_camera_token(settings, CAMERA)
+    admin = make_token(settings)
+    pushed_only = registry.with_streams([])
+    with serve(create_app(settings, pushed_only), admin) as api:
+        with publishing(peers, api, CAMERA, token):
+            wait_until(lambda: camera_view(api, CAMERA)["online"], 30, "the camera online")
+        alert = wait_until(lambda: offline_alerts(api, CAMERA), 30, "camera_offline")[0]
+    # The service restarts; the camera comes back afterwards.
+    with (
+        serve(create_app(settings, pushed_only), admin) as api,
+        publishing(peers, api, CAMERA, token),
+    ):
+        resolved = wait_until(
+            lambda: [a for a in offline_alerts(api, CAMERA) if a["status"] == "resolved"],
+            30,
+            "the alert raised before the restart to clear",
+        )[0]
+    assert resolved["id"] == alert["id"]
