@@ -140,7 +140,8 @@ class RtspCameraServer:
         return f"rtsp://{self.host}:{self.port}/{camera_id}"
 
     def command(self) -> list[str]:
-        argv = [self.python, "-m", "simulators.rtsp_server", "--host", self.host]
+        argv = [self.python, "-m", "simulators.rtsp_server", "--exit-with-stdin"]
+        argv += ["--host", self.host]
         argv += ["--port", str(self._port or 0), "--width", str(self.width)]
         argv += ["--height", str(self.height), "--fps", repr(self.fps), "--seed", str(self.seed)]
         for camera_id, kind in self.cameras.items():
@@ -165,7 +166,8 @@ class RtspCameraServer:
                 self.command(),
                 cwd=REPO_ROOT,
                 env=_child_env(),
-                stdin=subprocess.DEVNULL,
+                # Held open as a lifeline: if this process dies, the server sees EOF and stops.
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -219,7 +221,7 @@ class RtspCameraServer:
         deadline = time.monotonic() + timeout
         for reader in self._readers:
             reader.join(max(0.0, deadline - time.monotonic()))
-        for pipe in (process.stdout, process.stderr):
+        for pipe in (process.stdin, process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
         self._process = None

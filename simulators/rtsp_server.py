@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import signal
 import sys
@@ -109,6 +110,11 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=360, help="frame height (default 360)")
     parser.add_argument("--fps", type=float, default=5.0, help="frame rate (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="varies every scene's details")
+    parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="stop when stdin reaches end-of-file (the launcher died or let go of the pipe)",
+    )
     parser.add_argument(
         "--truth", metavar="PATH", help="append each happening's ground truth here (JSON lines)"
     )
@@ -348,6 +354,20 @@ def serve(args: argparse.Namespace) -> int:
     loop = glib.MainLoop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         glib.unix_signal_add(glib.PRIORITY_HIGH, signum, lambda *_: loop.quit() or False)
+    if args.exit_with_stdin:
+
+        def on_stdin(fd: int, condition: Any) -> bool:
+            if condition & (glib.IO_HUP | glib.IO_ERR) or not os.read(fd, 4096):
+                loop.quit()  # no orphan server holding its port after its launcher is gone
+                return False
+            return True
+
+        glib.io_add_watch(
+            sys.stdin.fileno(),
+            glib.PRIORITY_DEFAULT,
+            glib.IO_IN | glib.IO_HUP | glib.IO_ERR,
+            on_stdin,
+        )
 
     clock.start()  # scene time 0: now that clients can connect
     if args.truth:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from ingest.local_services import port_answers
 from simulators.rtsp import REPO_ROOT, RtspCameraServer, RtspServerError, gstreamer_available
 from simulators.scenes import Scene
+from tests.support import wait_until
 
 KITCHEN, STREET, COVERED = "kitchen-0001-cam-1", "street-0001-cam-1", "kitchen-0002-cam-1"
 CAMERAS = {KITCHEN: "kitchen", STREET: "street", COVERED: "kitchen"}
@@ -213,3 +216,27 @@ def test_gstreamer_available_says_what_to_install(tmp_path: Path) -> None:
     missing = gstreamer_available(str(tmp_path / "no-python"))
     assert missing is not None
     assert "gir1.2-gst-rtsp-server-1.0" in missing
+
+
+def test_the_server_stops_when_its_launcher_dies(gstreamer: None) -> None:
+    """No orphan server lingers on its port after its launcher is killed."""
+    launch = (
+        "import sys\n"
+        "from simulators.rtsp import RtspCameraServer\n"
+        f"server = RtspCameraServer({{{STREET!r}: 'street'}})\n"
+        "server.start()\n"
+        "print(server.port, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", launch],
+        cwd=Path(__file__).resolve().parents[2],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as launcher:
+        assert launcher.stdout is not None
+        port = int(launcher.stdout.readline())
+        assert port_answers("127.0.0.1", port)
+        launcher.kill()
+    wait_until(lambda: not port_answers("127.0.0.1", port), 30, "the orphaned server to stop")
