@@ -83,6 +83,10 @@ class CameraWatch:
             )
         return signals
 
+    def is_offline(self, camera_id: str) -> bool:
+        cam = self._cameras.get(camera_id)
+        return cam is not None and cam.offline
+
     def offline(self) -> list[str]:
         return sorted(cid for cid, cam in self._cameras.items() if cam.offline)
 

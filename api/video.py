@@ -21,6 +21,7 @@ from starlette.background import BackgroundTask
 from api.auth import Caller, require_site
 from api.state import AppState, app_state
 from devices.models import CAMERA_TYPES, Device
+from ingest.camera_monitor import VideoState
 from ingest.camera_pool import CameraPool, WorkerUnavailable
 
 router = APIRouter(tags=["video"])
@@ -90,13 +91,19 @@ async def _forward(
     except WorkerUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from exc
     if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        headers = {"Retry-After": "5"} if response.status_code == 503 else None
-        raise HTTPException(response.status_code, detail, headers=headers)
+        raise _refusal(response.status_code, response.content)
     return response
+
+
+def _refusal(status: int, body: bytes) -> HTTPException:
+    """A worker's refusal passed on to the caller, with the worker's reason."""
+    text = body.decode(errors="replace")
+    try:
+        detail = json.loads(text).get("detail", text)
+    except (ValueError, AttributeError):
+        detail = text
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return HTTPException(status, detail, headers=headers)
 
 
 async def _session(state: AppState, kind: str, camera_id: str, body: bytes) -> Response:
@@ -164,28 +171,18 @@ async def cameras(
     """The cameras the caller may see, with their video state from the last health poll."""
     if site is not None:
         require_site(caller, site)
-    live = state.camera_monitor.latest() if state.camera_monitor else {}
-    offline = set(state.camera_monitor.watch.offline()) if state.camera_monitor else set()
-    views = []
-    for device in state.registry.cameras():
-        if (site is not None and device.site_id != site) or not caller.can_see(device.site_id):
-            continue
-        stats = live.get(device.device_id, {})
-        views.append(
-            CameraView(
-                camera_id=device.device_id,
-                site_id=device.site_id,
-                name=device.name,
-                location=device.location,
-                transport=stats.get("transport"),
-                online=bool(stats.get("connected")) and device.device_id not in offline,
-                last_frame_ms=stats.get("last_frame_ms"),
-                width=stats.get("width"),
-                height=stats.get("height"),
-                viewers=stats.get("viewers", 0),
-            )
+    monitor = state.camera_monitor
+    return [
+        CameraView(
+            camera_id=device.device_id,
+            site_id=device.site_id,
+            name=device.name,
+            location=device.location,
+            **(monitor.video_state(device.device_id) if monitor else VideoState()._asdict()),
         )
-    return views
+        for device in state.registry.cameras()
+        if (site is None or device.site_id == site) and caller.can_see(device.site_id)
+    ]
 
 
 @router.get(
@@ -232,11 +229,7 @@ async def mjpeg(camera_id: str, state: State, caller: Caller) -> StreamingRespon
     if upstream.status_code != 200:
         body = await upstream.aread()
         await close()
-        try:
-            detail = json.loads(body).get("detail", body.decode(errors="replace"))
-        except ValueError:
-            detail = body.decode(errors="replace")
-        raise HTTPException(upstream.status_code, detail)
+        raise _refusal(upstream.status_code, body)
 
     async def relay() -> AsyncIterator[bytes]:
         try:

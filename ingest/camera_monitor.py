@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from analytics.camera_watch import CameraWatch
 from analytics.events import Signal, Source
@@ -27,6 +27,17 @@ from ingest.lineprotocol import Point, encode_point
 log = logging.getLogger(__name__)
 
 CAMERA_HEALTH = "camera_health"
+
+
+class VideoState(NamedTuple):
+    """A camera's video as of the last poll, as the camera list shows it."""
+
+    transport: str | None = None
+    online: bool = False  # a feed is connected and the watch does not hold it offline
+    last_frame_ms: int | None = None
+    width: int | None = None
+    height: int | None = None
+    viewers: int = 0
 
 
 def health_point(
@@ -97,6 +108,19 @@ class CameraMonitor:
     def latest(self) -> dict[str, dict[str, Any]]:
         """Each camera's figures as of the last poll."""
         return dict(self._prev)
+
+    def video_state(self, camera_id: str) -> dict[str, Any]:
+        stats = self._prev.get(camera_id)
+        if stats is None:
+            return VideoState()._asdict()
+        return VideoState(
+            transport=stats["transport"],
+            online=bool(stats["connected"]) and not self.watch.is_offline(camera_id),
+            last_frame_ms=stats["last_frame_ms"],
+            width=stats["width"],
+            height=stats["height"],
+            viewers=stats["viewers"],
+        )._asdict()
 
     async def run(self) -> None:
         now_ms = time.time_ns() // 1_000_000

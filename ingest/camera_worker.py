@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import cv2
 import uvicorn
@@ -54,6 +54,8 @@ from ingest.frames import Frame
 log = logging.getLogger(__name__)
 
 KEY_HEADER = "X-Worker-Key"
+# WHIP publishes and WHEP views; both are an SDP exchange that makes a session.
+Kind = Literal["whip", "whep"]
 MJPEG_BOUNDARY = "mingliang-frame"
 _STATUS: dict[type[VideoError], int] = {
     UnknownCamera: 404,
@@ -119,26 +121,18 @@ def create_worker_app(spec: WorkerSpec, registry: Registry) -> FastAPI:
         hub: CameraHub = request.app.state.hub
         return hub
 
-    @app.post("/whip/{camera_id}", status_code=201)
-    async def whip(camera_id: str, request: Request) -> dict[str, str]:
+    @app.post("/{kind}/{camera_id}", status_code=201)
+    async def session(kind: Kind, camera_id: str, request: Request) -> dict[str, str]:
+        hub = hub_of(request)
+        start = hub.publish if kind == "whip" else hub.view
         offer = (await request.body()).decode("utf-8", "replace")
-        session, answer = await hub_of(request).publish(camera_id, offer)
+        session, answer = await start(camera_id, offer)
         return {"session": session, "sdp": answer}
 
-    @app.delete("/whip/{camera_id}/{session}", status_code=204)
-    async def whip_end(camera_id: str, session: str, request: Request) -> Response:
-        await hub_of(request).unpublish(camera_id, session)
-        return Response(status_code=204)
-
-    @app.post("/whep/{camera_id}", status_code=201)
-    async def whep(camera_id: str, request: Request) -> dict[str, str]:
-        offer = (await request.body()).decode("utf-8", "replace")
-        session, answer = await hub_of(request).view(camera_id, offer)
-        return {"session": session, "sdp": answer}
-
-    @app.delete("/whep/{camera_id}/{session}", status_code=204)
-    async def whep_end(camera_id: str, session: str, request: Request) -> Response:
-        await hub_of(request).unview(camera_id, session)
+    @app.delete("/{kind}/{camera_id}/{session}", status_code=204)
+    async def session_end(kind: Kind, camera_id: str, session: str, request: Request) -> Response:
+        hub = hub_of(request)
+        await (hub.unpublish if kind == "whip" else hub.unview)(camera_id, session)
         return Response(status_code=204)
 
     @app.get("/snapshot/{camera_id}")

@@ -21,6 +21,7 @@ def test_a_camera_is_offline_after_the_limit_without_a_frame() -> None:
     assert raised.at_ms == 21_000 and raised.details["last_frame_ms"] == 1_000
     assert watch.tick(60_000) == []  # raised once, not on every tick
     assert watch.offline() == ["kitchen-0001-cam-1"]
+    assert watch.is_offline("kitchen-0001-cam-1") and not watch.is_offline("nobody")
 
 
 def test_frames_coming_back_clear_it_once() -> None:
