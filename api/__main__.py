@@ -18,12 +18,12 @@ from pathlib import Path
 
 import uvicorn
 
-from api.app import create_app
+from alerts.store import AlertStore, AlertStoreError
 from config.settings import ConfigError, Settings, load_settings
 from devices.models import CAMERA_TYPES
 from devices.registry import InventoryError, load_registry
-from ingest.alertstore import AlertStore, AlertStoreError
-from ingest.tokens import Role, TokenStore, parse_sites
+from devices.tokens import Role, TokenStore, parse_sites
+from service.mingliang import create_app
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from alerts.store import Alert, AlertFilter, Change, TransitionRefused
 from analytics.events import TAXONOMY, Category, Severity
 from analytics.lifecycle import Action, CaseStatus, Status
 from api import stream
 from api.auth import Caller, require_site
 from api.state import AppState, app_state
-from ingest.alertstore import Alert, AlertFilter, Change, TransitionRefused
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 State = Annotated[AppState, Depends(app_state)]

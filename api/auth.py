@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from api.state import AppState, app_state
-from ingest.tokens import Principal, Role
+from devices.tokens import Principal, Role
 
 # With auth turned off (a closed test network), every caller is an administrator.
 NOBODY_CHECKED = Principal(name="anonymous", role=Role.ADMIN, sites=None)

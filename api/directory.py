@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from api.auth import Caller, require_site
 from api.state import AppState, app_state
 from devices.models import Device, Site, SiteKind
-from ingest.queries import last_seen
+from timeseries.queries import last_seen
 
 router = APIRouter(prefix="/api/v1", tags=["directory"])
 State = Annotated[AppState, Depends(app_state)]

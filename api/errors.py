@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ingest.alertstore import AlertNotFound, DatabaseUnavailable
-from ingest.influx import InfluxError, InfluxUnavailable
+from alerts.store import AlertNotFound, DatabaseUnavailable
+from timeseries.influx import InfluxError, InfluxUnavailable
 
 
 def install(app: FastAPI) -> None:

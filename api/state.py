@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from alerts.feed import ChangeFeed
+from alerts.store import AlertStore
 from config.settings import Settings
 from devices.registry import Registry
-from ingest.alertstore import AlertStore
-from ingest.camera_monitor import CameraMonitor
-from ingest.camera_pool import CameraPool
-from ingest.influx import InfluxQueryClient
-from ingest.service import IngestService
-from ingest.tokens import TokenStore
-
-if TYPE_CHECKING:
-    from api.stream import ChangeFeed
+from devices.tokens import TokenStore
+from ingest.telemetry.pipeline import IngestService
+from ingest.video.monitor import CameraMonitor
+from ingest.video.pool import CameraPool
+from timeseries.influx import InfluxQueryClient
 
 
 @dataclass(frozen=True, slots=True)

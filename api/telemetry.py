@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Caller, require_site
 from api.state import AppState, app_state
-from ingest import queries
+from timeseries import queries
 
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 State = Annotated[AppState, Depends(app_state)]

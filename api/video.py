@@ -1,7 +1,7 @@
 """Video in and out: WHIP for cameras that push, WHEP, snapshots and MJPEG for people who watch.
 
 Thin: this checks who is asking and forwards to the camera worker that owns the camera
-(ingest/camera_pool.py), which holds the media. Publishing needs the camera's own token
+(ingest/video/pool.py), which holds the media. Publishing needs the camera's own token
 (`python -m api tokens camera ID`); watching needs an API token that may see the camera's site.
 """
 
@@ -21,8 +21,8 @@ from starlette.background import BackgroundTask
 from api.auth import Caller, require_site
 from api.state import AppState, app_state
 from devices.models import CAMERA_TYPES, Device
-from ingest.camera_monitor import VideoState
-from ingest.camera_pool import CameraPool, WorkerUnavailable
+from ingest.video.monitor import VideoState
+from ingest.video.pool import CameraPool, WorkerUnavailable
 
 router = APIRouter(tags=["video"])
 SessionId = Annotated[

@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert, text  # noqa: E402
 
+from alerts.store import AlertFilter, AlertStore  # noqa: E402
+from alerts.store.schema import alerts  # noqa: E402
 from analytics.events import TAXONOMY, Category  # noqa: E402
 from analytics.lifecycle import CaseStatus, Status  # noqa: E402
-from ingest.alertstore import AlertFilter, AlertStore  # noqa: E402
-from ingest.alertstore.schema import alerts  # noqa: E402
 from tests.pg import temporary_database  # noqa: E402
 
 DAY_MS = 86_400_000
@@ -165,9 +165,9 @@ def measure(name: str, url: str, n: int, repeat: int, workdir: Path) -> None:
 
 def http_list(url: str, workdir: Path, repeat: int) -> list[float]:
     """The API's newest page through uvicorn, with a bearer token and its check."""
-    from api.app import create_app
     from config.settings import load_settings
     from devices.registry import load_registry
+    from service.mingliang import create_app
     from tests.support import make_token, serve
 
     settings = load_settings(

@@ -38,12 +38,12 @@ import av  # noqa: E402
 import httpx  # noqa: E402
 from aiortc.mediastreams import VIDEO_TIME_BASE  # noqa: E402
 
+from alerts.store import AlertStore  # noqa: E402
 from devices.registry import load_registry  # noqa: E402
-from ingest.alertstore import AlertStore  # noqa: E402
-from ingest.local_services import Influxd, Mosquitto, free_port  # noqa: E402
-from ingest.tokens import Role, TokenStore  # noqa: E402
+from devices.tokens import Role, TokenStore  # noqa: E402
 from simulators.camera_fleet import CameraFleet, CameraPlan  # noqa: E402
 from simulators.cameras import pushed_cameras  # noqa: E402
+from simulators.local_services import Influxd, Mosquitto, free_port  # noqa: E402
 from simulators.scenes import Scene  # noqa: E402
 
 INVENTORY = ROOT / "config" / "inventory" / "inventory.toml"

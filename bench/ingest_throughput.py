@@ -31,7 +31,7 @@ import httpx  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
 
 from devices.registry import load_registry  # noqa: E402
-from ingest.local_services import Influxd, Mosquitto, free_port  # noqa: E402
+from simulators.local_services import Influxd, Mosquitto, free_port  # noqa: E402
 
 INVENTORY = ROOT / "config" / "inventory" / "inventory.toml"
 

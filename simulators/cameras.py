@@ -25,10 +25,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from alerts.store import AlertStore
 from config.settings import ConfigError, Settings, load_settings
 from devices.registry import InventoryError, Registry, load_registry
-from ingest.alertstore import AlertStore
-from ingest.tokens import TokenStore
+from devices.tokens import TokenStore
 from simulators.camera_fleet import SCENE_OF_TYPE, CameraFleet, CameraPlan
 from simulators.rtsp import RtspCameraServer, RtspServerError, gstreamer_available
 

@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from alerts.store import AlertStore
 from config.settings import ConfigError, Settings, load_settings
 from devices.models import SiteKind
 from devices.registry import InventoryError, load_registry
-from ingest.alertstore import AlertStore
-from ingest.local_services import Influxd, Mosquitto, ServiceError, port_answers
-from ingest.tokens import Role, TokenStore
+from devices.tokens import Role, TokenStore
+from simulators.local_services import Influxd, Mosquitto, ServiceError, port_answers
 from simulators.rtsp import gstreamer_available
 
 ROOT = Path(__file__).resolve().parent.parent

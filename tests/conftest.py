@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devices.registry import Registry, load_registry
-from ingest.local_services import Influxd, Mosquitto
+from simulators.local_services import Influxd, Mosquitto
 from tests.pg import postgres_database, reset_database
 from tests.support import ManualClock
 

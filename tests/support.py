@@ -21,8 +21,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from config.settings import Settings, load_settings
-from ingest.influx import InfluxWriteClient
-from ingest.local_services import Influxd, Mosquitto, free_port
+from simulators.local_services import Influxd, Mosquitto, free_port
+from timeseries.influx import InfluxWriteClient
 
 T = TypeVar("T")
 _ids = itertools.count(1)
@@ -143,8 +143,8 @@ def serve(app: FastAPI, token: str | None = None) -> Iterator[httpx.Client]:
 
 def make_token(settings: Settings, role: str = "admin", sites: frozenset[str] | None = None) -> str:
     """A bearer token in the test's alert store (created if it does not exist yet)."""
-    from ingest.alertstore import AlertStore
-    from ingest.tokens import Role, TokenStore
+    from alerts.store import AlertStore
+    from devices.tokens import Role, TokenStore
 
     store = AlertStore(settings.alert_store_url)
     try:
@@ -173,8 +173,8 @@ class ManualClock:
 
 def make_camera_token(settings: Settings, camera_id: str) -> str:
     """A camera's WHIP publishing token in the test's alert store."""
-    from ingest.alertstore import AlertStore
-    from ingest.tokens import TokenStore
+    from alerts.store import AlertStore
+    from devices.tokens import TokenStore
 
     store = AlertStore(settings.alert_store_url)
     try:

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
 from config.settings import Settings
 from devices.registry import Registry
-from ingest.local_services import Influxd, Mosquitto
+from service.mingliang import create_app
+from simulators.local_services import Influxd, Mosquitto
 from tests.support import Publisher, make_settings, make_token, serve, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,11 +16,11 @@ import httpx
 import paho.mqtt.client as paho
 import pytest
 
-from api.app import create_app
 from config.settings import Settings, load_settings
 from devices.registry import Registry
-from ingest.local_services import Influxd, Mosquitto
+from service.mingliang import create_app
 from simulators.fleet import Fleet
+from simulators.local_services import Influxd, Mosquitto
 from tests.support import (
     Publisher,
     bearer,
@@ -141,7 +141,7 @@ def test_fridge_warming_raises_one_alert_on_time_and_resolves_itself(
 
 
 def _change_times(settings: Settings, alert_id: int) -> dict[str, int]:
-    from ingest.alertstore import AlertStore
+    from alerts.store import AlertStore
 
     store = AlertStore(settings.alert_store_url)
     try:

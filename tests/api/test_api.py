@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from httpx import Client
 
-from api.app import create_app
 from config.settings import Settings
 from devices.registry import Registry
-from ingest.local_services import Influxd, Mosquitto, free_port
+from service.mingliang import create_app
+from simulators.local_services import Influxd, Mosquitto, free_port
 from tests.support import Publisher, count, make_settings, make_token, serve, wait_until
 
 FRIDGE = "kitchen-0001-fridge-1"

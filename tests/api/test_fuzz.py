@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.app import create_app
 from config.settings import Settings
 from devices.registry import Registry
-from ingest.local_services import Influxd, Mosquitto
+from service.mingliang import create_app
+from simulators.local_services import Influxd, Mosquitto
 from tests.support import Publisher, make_settings, make_token, serve, wait_until
 
 

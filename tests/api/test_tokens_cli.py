@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ingest.tokens import Role, TokenStore
+from devices.tokens import Role, TokenStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,12 +17,12 @@ import numpy.typing as npt
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
 from config.settings import Settings
 from devices.models import Stream
 from devices.registry import Registry
-from ingest.local_services import Influxd, Mosquitto
+from service.mingliang import create_app
 from simulators.camera import Render, SceneTrack, WhipError, WhipPublisher
+from simulators.local_services import Influxd, Mosquitto
 from simulators.rtsp import RtspCameraServer
 from simulators.viewer import WhepViewer
 from tests.support import (

@@ -28,9 +28,9 @@ import pytest
 
 from config.settings import Settings
 from devices.registry import load_registry
-from ingest.local_services import Influxd, Mosquitto, free_port
 from simulators.camera_fleet import CameraFleet, CameraPlan
 from simulators.cameras import pushed_cameras, served_cameras
+from simulators.local_services import Influxd, Mosquitto, free_port
 from simulators.rtsp import RtspCameraServer
 from tests.conftest import INVENTORY
 from tests.support import LoopThread, make_camera_token, make_settings, make_token, wait_until

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from config.settings import SimulatorSettings
-from ingest.local_services import Mosquitto
+from simulators.local_services import Mosquitto
 
 _ids = count()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from ingest.local_services import Mosquitto, free_port, port_answers
+from simulators.local_services import Mosquitto, free_port, port_answers
 from tests.support import unique, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

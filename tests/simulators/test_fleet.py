@@ -16,9 +16,9 @@ import pytest
 from config.settings import load_settings
 from devices.models import MetricType
 from devices.registry import Registry
-from ingest.contract import Decoder
-from ingest.local_services import Mosquitto, free_port
+from ingest.telemetry.contract import Decoder
 from simulators.fleet import Fleet, FleetError
+from simulators.local_services import Mosquitto, free_port
 from simulators.malformed import REASONS
 from simulators.payloads import TOPIC_FILTER
 from tests.simulators.conftest import Received, Subscriber, publish_retained, sim_settings

@@ -9,7 +9,7 @@ import pytest
 
 from config.settings import load_settings
 from devices.registry import Registry
-from ingest.contract import Decoder
+from ingest.telemetry.contract import Decoder
 from simulators.cadence import Cadence
 from simulators.clock import day_start, local_day
 from simulators.kitchen import KitchenModel

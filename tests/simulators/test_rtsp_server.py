@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from ingest.local_services import port_answers
+from simulators.local_services import port_answers
 from simulators.rtsp import REPO_ROOT, RtspCameraServer, RtspServerError, gstreamer_available
 from simulators.scenes import Scene
 from tests.support import wait_until

@@ -1,0 +1,193 @@
+"""The MQTT edge: a paho-mqtt 2.x client with a persistent MQTT 5 session and manual acks.
+
+Messages become frozen `MqttMessage`s at once. A message is acknowledged only when the
+pipeline says it is durable; acknowledgements for a connection that has since dropped are not
+sent, because the broker redelivers those messages on the new connection and a stale packet id
+could acknowledge a different message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from config.settings import MqttSettings
+from ingest.telemetry.batcher import Ack
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION = "v1/sites/#"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    dup: bool
+    received_ns: int
+    ack: Ack | None  # None for QoS 0: nothing to acknowledge
+
+
+class MqttCollector:
+    """Connects, subscribes and hands every message to `handler` on paho's network thread."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        handler: Callable[[MqttMessage], None],
+        on_connection: Callable[[bool], None] = lambda up: None,
+    ) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._on_connection = on_connection
+        self._generation = 0
+        self._connected = threading.Event()
+        self._client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=paho.MQTTv5,
+            manual_ack=True,
+        )
+        if settings.username:
+            self._client.username_pw_set(settings.username, settings.password)
+        self._client.reconnect_delay_set(1, max(1, int(settings.reconnect_max_s)))
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._settings.session_expiry_s
+        props.ReceiveMaximum = self._settings.receive_maximum
+        s = self._settings
+        # connect_async: a broker that is down at start is retried by the loop, not fatal.
+        self._client.connect_async(
+            s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._connected.clear()  # a disconnect we asked for is not worth a warning
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> bool:
+        """Publish at QoS 1 on ingest's connection; True once the broker acknowledged it."""
+        if not self._connected.is_set():
+            return False
+        info = self._client.publish(topic, payload, qos=1)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):  # not queued: the connection just dropped
+            return False
+        return bool(info.is_published())
+
+    def ack(self, acks: Sequence[Ack]) -> int:
+        """Acknowledge messages of the current connection; returns how many were sent."""
+        sent = 0
+        generation = self._generation
+        for item in acks:
+            if item.generation == generation and item.qos > 0:
+                self._client.ack(item.mid, item.qos)
+                sent += 1
+        return sent
+
+    # -- paho callbacks (network thread) ---------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error(
+                "broker %s:%s refused the connection: %s",
+                self._settings.host,
+                self._settings.port,
+                reason,
+            )
+            return
+        self._generation += 1
+        topic = SUBSCRIPTION
+        if self._settings.shared_group:
+            topic = f"$share/{self._settings.shared_group}/{SUBSCRIPTION}"
+        # retainHandling=1: retained statuses only when the subscription is new, not on every
+        # reconnect of a session that already has it.
+        client.subscribe(topic, options=SubscribeOptions(qos=1, retainHandling=1))
+        log.info(
+            "connected to %s:%s as %s (session %s)",
+            self._settings.host,
+            self._settings.port,
+            self._settings.client_id,
+            "resumed" if flags.session_present else "new",
+        )
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        # Connected means subscribed: only then does the broker keep messages for us.
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            log.error("the broker refused the subscription to %s: %s", SUBSCRIPTION, failed)
+            return
+        self._connected.set()
+        self._on_connection(True)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._connected.is_set():
+            log.warning("disconnected from the broker: %s", reason)
+        self._connected.clear()
+        self._on_connection(False)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        ack = Ack(self._generation, msg.mid, msg.qos) if msg.qos > 0 else None
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # the broker should refuse these; be safe anyway
+            topic = repr(msg._topic)
+        self._handler(
+            MqttMessage(
+                topic=topic,
+                payload=bytes(msg.payload),
+                qos=msg.qos,
+                retain=msg.retain,
+                dup=bool(msg.dup),
+                received_ns=time.time_ns(),
+                ack=ack,
+            )
+        )

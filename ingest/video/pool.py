@@ -1,0 +1,249 @@
+"""The camera worker processes, as the API process sees them: start, route, restart, stop.
+
+Each camera belongs to one worker (`owner_index`, a stable hash of its id). A WHIP or WHEP
+request reaches the API process, which checks the token and forwards the SDP to the owner over
+loopback; the answer carries the owner's ICE candidates, so media then flows straight between
+the peer and the owner.
+
+When a worker dies, its sessions die with it: the pool starts a new one (waiting a little
+longer after each crash in a row), publishers reconnect and re-offer (WHIP clients retry), and
+pulled cameras are pulled again by the new worker. Until it is back, requests for its cameras
+get 503 with the reason, and its cameras go offline after `offline_after_s` like any camera
+that stopped sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from config.settings import CamerasSettings
+from devices.models import Stream
+from ingest.video.worker import KEY_HEADER, WorkerSpec, owner_index
+
+log = logging.getLogger(__name__)
+
+_RESTART_MAX_S = 30.0
+
+
+class WorkerUnavailable(Exception):
+    """The owner of a camera is not running right now."""
+
+
+@dataclass
+class Worker:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    port: int | None = None
+    starts: int = 0
+    crashes_in_a_row: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None or not self.ready.is_set():
+            raise WorkerUnavailable(f"camera worker {self.index} is starting")
+        return f"http://127.0.0.1:{self.port}"
+
+
+class CameraPool:
+    def __init__(
+        self,
+        settings: CamerasSettings,
+        inventory: Path,
+        *,
+        streams: list[Stream] | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        if settings.workers < 1:
+            raise ValueError("a camera pool needs at least one worker")
+        self._settings = settings
+        self._inventory = inventory
+        self._streams = streams
+        self._log_level = log_level
+        self._key = secrets.token_urlsafe(32)
+        self.workers = [Worker(i) for i in range(settings.workers)]
+        self._client = httpx.AsyncClient(
+            headers={KEY_HEADER: self._key}, timeout=httpx.Timeout(30.0, connect=5.0)
+        )
+        self._supervisors: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> CameraPool:
+        try:
+            await asyncio.gather(*(self._start(w) for w in self.workers))
+        except BaseException:
+            await self.__aexit__()
+            raise
+        self._supervisors = [asyncio.create_task(self._supervise(w)) for w in self.workers]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
+        for task in self._supervisors:
+            task.cancel()
+        for task in self._supervisors:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(self._stop(w) for w in self.workers))
+        await self._client.aclose()
+
+    def _spec(self, index: int) -> WorkerSpec:
+        return WorkerSpec(
+            index=index,
+            count=len(self.workers),
+            key=self._key,
+            cameras=self._settings,
+            inventory=self._inventory,
+            streams=self._streams,
+            log_level=self._log_level,
+        )
+
+    async def _start(self, worker: Worker) -> None:
+        worker.ready.clear()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ingest.video.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        worker.process = process
+        worker.starts += 1
+        assert process.stdin is not None and process.stdout is not None
+        # One line of start-up document; stdin then stays open as the worker's lifeline.
+        process.stdin.write(self._spec(worker.index).model_dump_json().encode() + b"\n")
+        await process.stdin.drain()
+        try:
+            line = await asyncio.wait_for(
+                process.stdout.readline(), self._settings.worker_start_timeout_s
+            )
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise WorkerUnavailable(
+                f"camera worker {worker.index} did not start within "
+                f"{self._settings.worker_start_timeout_s} s"
+            ) from None
+        words = line.decode(errors="replace").split()
+        if len(words) != 2 or words[0] != "ready":
+            code = await process.wait()
+            raise WorkerUnavailable(
+                f"camera worker {worker.index} failed to start (exit code {code}); its log is above"
+            )
+        worker.port = int(words[1])
+        worker.ready.set()
+        log.info(
+            "camera worker %d ready on port %d (pid %d)", worker.index, worker.port, process.pid
+        )
+
+    async def _stop(self, worker: Worker) -> None:
+        process = worker.process
+        worker.ready.clear()
+        if process is None or process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 15)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    async def _supervise(self, worker: Worker) -> None:
+        """Restart the worker whenever it exits, backing off while it keeps crashing."""
+        while not self._closing:
+            assert worker.process is not None
+            code = await worker.process.wait()
+            worker.ready.clear()
+            if self._closing:
+                return
+            worker.crashes_in_a_row += 1
+            wait = min(_RESTART_MAX_S, 0.5 * 2 ** (worker.crashes_in_a_row - 1))
+            log.error(
+                "camera worker %d exited with code %s; its sessions are gone; restarting in %.1f s",
+                worker.index,
+                code,
+                wait,
+            )
+            await asyncio.sleep(wait)  # back-off between restarts
+            try:
+                await self._start(worker)
+                worker.crashes_in_a_row = 0
+            except WorkerUnavailable as exc:
+                log.error("%s", exc)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def owner(self, camera_id: str) -> Worker:
+        return self.workers[owner_index(camera_id, len(self.workers))]
+
+    async def request(
+        self, camera_id: str, method: str, path: str, content: bytes | None = None
+    ) -> httpx.Response:
+        """Forward a request to the camera's owner; WorkerUnavailable if it is down."""
+        worker = self.owner(camera_id)
+        try:
+            return await self._client.request(method, worker.base_url + path, content=content)
+        except httpx.TransportError as exc:
+            raise WorkerUnavailable(f"camera worker {worker.index} is not answering") from exc
+
+    @contextlib.asynccontextmanager
+    async def stream(self, camera_id: str, path: str) -> AsyncIterator[httpx.Response]:
+        worker = self.owner(camera_id)
+        try:
+            request = self._client.build_request(
+                "GET", worker.base_url + path, timeout=httpx.Timeout(30.0, read=None)
+            )
+            response = await self._client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise WorkerUnavailable(f"camera worker {worker.index} is not answering") from exc
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def stats(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """Every camera's stats from the workers that answer, and the workers that did not."""
+
+        async def one(worker: Worker) -> list[dict[str, Any]] | None:
+            try:
+                response = await self._client.get(worker.base_url + "/stats", timeout=10)
+                response.raise_for_status()
+                found: list[dict[str, Any]] = response.json()
+                return found
+            except (WorkerUnavailable, httpx.HTTPError):
+                return None
+
+        results = await asyncio.gather(*(one(w) for w in self.workers))
+        merged = [item for result in results if result for item in result]
+        down = [w.index for w, result in zip(self.workers, results, strict=True) if result is None]
+        return merged, down
+
+    def pids(self) -> Mapping[int, int]:
+        return {
+            w.index: w.process.pid
+            for w in self.workers
+            if w.process is not None and w.process.returncode is None
+        }
+
+    def kill(self, index: int) -> None:
+        """Kill a worker as a crash would (tests, chaos drills)."""
+        process = self.workers[index].process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGKILL)

@@ -1,0 +1,1 @@
+"""The running service: `mingliang.py` assembles it from its parts."""

@@ -1,0 +1,189 @@
+"""API tokens against real databases: every test runs on SQLite (a file) and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import fields
+
+import pytest
+from sqlalchemy import text
+
+from alerts.store import AlertStore, make_engine
+from devices.tokens import (
+    CAMERA_PREFIX,
+    PREFIX,
+    Principal,
+    Role,
+    TokenInfo,
+    TokenStore,
+    parse_sites,
+)
+from tests.support import ManualClock
+
+
+@pytest.fixture
+def tokens(store_url: str, clock: ManualClock) -> Iterator[TokenStore]:
+    store = TokenStore(store_url, clock=clock)
+    store.create_schema()
+    yield store
+    store.close()
+
+
+def test_create_and_verify(tokens: TokenStore, clock: ManualClock) -> None:
+    token, info = tokens.create("wang", Role.SUPERVISOR, frozenset({"k1", "k2"}))
+    assert token.startswith(PREFIX)
+    assert len(token) >= len(PREFIX) + 43  # 32 random bytes, base64url
+    assert (info.name, info.role, info.sites, info.created_ms, info.active) == (
+        "wang",
+        Role.SUPERVISOR,
+        frozenset({"k1", "k2"}),
+        clock.now,
+        True,
+    )
+    assert tokens.verify(token) == Principal("wang", Role.SUPERVISOR, frozenset({"k1", "k2"}))
+    other, _ = tokens.create("li", Role.VIEWER, frozenset({"k1"}))
+    assert other != token
+    assert tokens.verify(other) == Principal("li", Role.VIEWER, frozenset({"k1"}))
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    ["", "nonsense", PREFIX, PREFIX + "x" * 43, "Bearer " + PREFIX + "x", PREFIX + "y" * 5000],
+)
+def test_unknown_or_malformed_tokens_are_none(tokens: TokenStore, candidate: str) -> None:
+    tokens.create("wang", Role.ADMIN, None)
+    assert tokens.verify(candidate) is None
+
+
+def test_only_the_hash_is_stored(tokens: TokenStore, store_url: str) -> None:
+    token, info = tokens.create("wang", Role.ADMIN, None)
+    engine = make_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT * FROM api_tokens")).mappings().all()
+    finally:
+        engine.dispose()
+    assert len(rows) == 1
+    stored = " ".join(str(v) for v in rows[0].values())
+    assert token not in stored
+    assert token[len(PREFIX) :] not in stored
+    assert rows[0]["token_hash"] == hashlib.sha256(token.encode()).hexdigest()
+    # The listing shows neither the token nor the hash.
+    assert {f.name for f in fields(TokenInfo)} == {
+        "id",
+        "name",
+        "role",
+        "sites",
+        "created_ms",
+        "revoked_ms",
+    }
+    assert tokens.list() == [info]
+
+
+def test_revoke_by_name_and_by_id(tokens: TokenStore, clock: ManualClock) -> None:
+    by_name, _ = tokens.create("wang", Role.SUPERVISOR, frozenset({"k1"}))
+    by_id, info = tokens.create("li", Role.VIEWER, frozenset({"k1"}))
+    kept, _ = tokens.create("zhao", Role.ADMIN, None)
+    clock.now += 1000
+    assert tokens.revoke("wang") is True
+    assert tokens.revoke(info.id) is True
+    assert tokens.verify(by_name) is None
+    assert tokens.verify(by_id) is None
+    assert tokens.verify(kept) is not None
+    # Revoking twice, or something unknown, revokes nothing.
+    assert tokens.revoke("wang") is False
+    assert tokens.revoke(info.id) is False
+    assert tokens.revoke("nobody") is False
+    assert tokens.revoke(12345) is False
+    listed = {t.name: t for t in tokens.list()}
+    assert listed["wang"].revoked_ms == clock.now
+    assert not listed["li"].active
+    assert listed["zhao"].active
+
+
+def test_names_are_unique_among_active_tokens(tokens: TokenStore) -> None:
+    old, _ = tokens.create("grafana", Role.VIEWER, None)
+    with pytest.raises(ValueError, match="active token named 'grafana' exists"):
+        tokens.create("grafana", Role.VIEWER, None)
+    tokens.revoke("grafana")
+    new, _ = tokens.create("grafana", Role.VIEWER, None)  # rotation frees the name
+    assert tokens.verify(old) is None
+    assert tokens.verify(new) is not None
+    assert [t.active for t in tokens.list()] == [False, True]
+
+
+def test_create_validates(tokens: TokenStore) -> None:
+    with pytest.raises(ValueError, match="needs a name"):
+        tokens.create(" ", Role.VIEWER, None)
+    with pytest.raises(ValueError, match="at least one site"):
+        tokens.create("x", Role.VIEWER, frozenset())
+    with pytest.raises(ValueError, match="admin token covers all sites"):
+        tokens.create("x", Role.ADMIN, frozenset({"k1"}))
+    with pytest.raises(ValueError):
+        tokens.create("x", "superuser", None)
+    # "*" among the sites means all sites; a role may be given by name.
+    _, info = tokens.create("x", "supervisor", frozenset({"*"}))
+    assert (info.role, info.sites) == (Role.SUPERVISOR, None)
+
+
+def test_shares_the_alert_store_engine(store_url: str) -> None:
+    store = AlertStore(store_url)
+    try:
+        store.create_schema()
+        shared = TokenStore(store.engine)
+        shared.create_schema()
+        token, _ = shared.create("wang", Role.ADMIN, None)
+        shared.close()  # does not dispose an engine it was given
+        assert shared.verify(token) == Principal("wang", Role.ADMIN, None)
+    finally:
+        store.close()
+
+
+def test_roles_and_scoping() -> None:
+    viewer = Principal("v", Role.VIEWER, frozenset({"k1"}))
+    assert viewer.can_see("k1")
+    assert not viewer.can_see("k2")
+    assert not viewer.can_act("k1")
+    assert viewer.site_scope == frozenset({"k1"})
+
+    supervisor = Principal("s", Role.SUPERVISOR, frozenset({"k1", "k2"}))
+    assert supervisor.can_act("k1")
+    assert supervisor.can_act("k2")
+    assert not supervisor.can_act("k3")
+    assert not supervisor.can_see("k3")
+
+    everywhere = Principal("s", Role.SUPERVISOR, None)
+    assert everywhere.can_act("any-site")
+    assert everywhere.site_scope is None
+
+    admin = Principal("a", Role.ADMIN, None)
+    assert admin.can_see("k9")
+    assert admin.can_act("k9")
+    assert admin.is_admin
+    assert not supervisor.is_admin
+
+
+def test_parse_sites() -> None:
+    assert parse_sites("*") is None
+    assert parse_sites(" k1, k2 ,") == frozenset({"k1", "k2"})
+    with pytest.raises(ValueError, match="at least one site"):
+        parse_sites(" , ")
+
+
+def test_camera_tokens_publish_for_one_camera(tokens: TokenStore) -> None:
+    first = tokens.create_camera("kitchen-0001-cam-1")
+    second = tokens.create_camera("kitchen-0001-cam-1")  # installed before the first is revoked
+    assert first.startswith(CAMERA_PREFIX) and first != second
+    assert tokens.verify_camera(first) == "kitchen-0001-cam-1"
+    assert tokens.verify_camera(second) == "kitchen-0001-cam-1"
+    # A camera token is not an API token, and an API token is not a camera token.
+    assert tokens.verify(first) is None
+    api, _ = tokens.create("ops", Role.ADMIN, None)
+    assert tokens.verify_camera(api) is None
+    assert tokens.verify_camera(CAMERA_PREFIX + "guess") is None
+    assert tokens.revoke_camera("kitchen-0001-cam-1") == 2
+    assert tokens.verify_camera(first) is None and tokens.verify_camera(second) is None
+    assert tokens.revoke_camera("kitchen-0001-cam-1") == 0
+    with pytest.raises(ValueError):
+        tokens.create_camera(" ")

@@ -1,0 +1,211 @@
+"""The camera hub in one process: WHIP offers in, decoded frames in the analytics slot, WHEP out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import av
+import pytest
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+
+from config.settings import CamerasSettings, load_settings
+from devices.registry import Registry
+from ingest.video.frames import Frame
+from ingest.video.hub import (
+    BadOffer,
+    CameraHub,
+    NoVideo,
+    UnknownCamera,
+    UnknownSession,
+    ViewerLimit,
+)
+from simulators.camera import SceneTrack
+from tests.support import is_pattern_level, pattern
+
+CAMERA = "kitchen-0001-cam-1"
+T = TypeVar("T")
+
+
+async def until(check: Callable[[], T], timeout: float, what: str) -> T:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)  # polling interval of a condition
+
+
+async def offer_from(pc: RTCPeerConnection) -> str:
+    await pc.setLocalDescription(await pc.createOffer())
+    return str(pc.localDescription.sdp)
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+@pytest.fixture
+def cameras_settings() -> CamerasSettings:
+    return load_settings({}, cameras={"viewers_per_camera": 1}).cameras
+
+
+@pytest.fixture
+def pushed_only(registry: Registry) -> Registry:
+    """The inventory without its RTSP cameras: these tests push everything."""
+    return registry.with_streams([])
+
+
+def publisher(codec: str, fps: float = 10.0) -> tuple[RTCPeerConnection, SceneTrack]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    track = SceneTrack(pattern, fps)
+    transceiver = pc.addTransceiver(track, direction="sendonly")
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    transceiver.setCodecPreferences([c for c in codecs if c.mimeType == f"video/{codec}"])
+    return pc, track
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+def test_whip_frames_reach_the_analytics_slot(
+    pushed_only: Registry, cameras_settings: CamerasSettings, codec: str
+) -> None:
+    async def scenario() -> None:
+        async with CameraHub(cameras_settings, pushed_only) as hub:
+            pc, _ = publisher(codec)
+            _, answer = await hub.publish(CAMERA, await offer_from(pc))
+            assert f"{codec}/90000" in answer
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            slot = hub.slot(CAMERA)
+            frame = await asyncio.to_thread(slot.take, 0, 20)
+            assert frame is not None, "no frame reached the slot"
+            assert (frame.width, frame.height) == (320, 180)
+            later = await asyncio.to_thread(slot.take, frame.seq, 20)
+            assert later is not None and later.seq > frame.seq
+            luma = later.luma()
+            assert luma.shape == (180, 320)
+            # The picture is the publisher's: a flat luma of one of the pattern's levels.
+            level = float(luma.mean())
+            assert is_pattern_level(level)
+            stats = (await hub.stats())[0]
+            assert stats.transport == "whip" and stats.connected and stats.frames_decoded >= 2
+            await pc.close()
+
+    run(scenario)
+
+
+def test_whep_viewer_receives_decoded_frames(
+    pushed_only: Registry, cameras_settings: CamerasSettings
+) -> None:
+    async def scenario() -> None:
+        async with CameraHub(cameras_settings, pushed_only) as hub:
+            pc, _ = publisher("VP8")
+            _, answer = await hub.publish(CAMERA, await offer_from(pc))
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await until(lambda: hub.slot(CAMERA).latest(), 20, "the first frame")
+
+            viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            viewer.addTransceiver("video", direction="recvonly")
+            received: asyncio.Queue[av.VideoFrame] = asyncio.Queue()
+            pulls: list[asyncio.Future[None]] = []
+
+            @viewer.on("track")
+            def _on_track(track: MediaStreamTrack) -> None:
+                async def pull() -> None:
+                    while True:
+                        received.put_nowait(await track.recv())
+
+                pulls.append(asyncio.ensure_future(pull()))
+
+            _, view_answer = await hub.view(CAMERA, await offer_from(viewer))
+            await viewer.setRemoteDescription(RTCSessionDescription(view_answer, "answer"))
+            frames = [await asyncio.wait_for(received.get(), 20) for _ in range(3)]
+            assert all((f.width, f.height) == (320, 180) for f in frames)
+
+            # The camera allows one viewer here: a second is refused with the reason.
+            other = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            other.addTransceiver("video", direction="recvonly")
+            with pytest.raises(ViewerLimit, match="1 viewers, its limit"):
+                await hub.view(CAMERA, await offer_from(other))
+            for peer in (viewer, other, pc):
+                await peer.close()
+
+    run(scenario)
+
+
+def test_bad_requests_start_nothing(
+    pushed_only: Registry, cameras_settings: CamerasSettings
+) -> None:
+    async def scenario() -> None:
+        async with CameraHub(cameras_settings, pushed_only) as hub:
+            with pytest.raises(UnknownCamera):
+                await hub.publish("kitchen-0001-fridge-1", "v=0")
+            with pytest.raises(BadOffer):
+                await hub.publish(CAMERA, "this is not SDP")
+            with pytest.raises(NoVideo):
+                viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                viewer.addTransceiver("video", direction="recvonly")
+                await hub.view(CAMERA, await offer_from(viewer))
+            await viewer.close()
+            assert [s for s in await hub.stats() if s.connected] == []
+
+    run(scenario)
+
+
+def test_a_second_publisher_takes_over(
+    pushed_only: Registry, cameras_settings: CamerasSettings
+) -> None:
+    async def scenario() -> None:
+        async with CameraHub(cameras_settings, pushed_only) as hub:
+            first, _ = publisher("VP8")
+            first_id, answer = await hub.publish(CAMERA, await offer_from(first))
+            await first.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await asyncio.to_thread(hub.slot(CAMERA).take, 0, 20)
+
+            second, _ = publisher("H264")  # the camera rebooted, with another codec
+            second_id, answer = await hub.publish(CAMERA, await offer_from(second))
+            await second.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            feed = hub.feed(CAMERA)
+            assert feed.publisher is not None and feed.publisher.id == second_id
+            assert feed.takeovers == 1
+            with pytest.raises(UnknownSession):  # the first session is gone
+                await hub.unpublish(CAMERA, first_id)
+            seq = hub.slot(CAMERA).latest().seq  # type: ignore[union-attr]
+            assert await asyncio.to_thread(hub.slot(CAMERA).take, seq, 20) is not None
+            await hub.unpublish(CAMERA, second_id)
+            assert not feed.live
+            for peer in (first, second):
+                await peer.close()
+
+    run(scenario)
+
+
+def test_analytics_consumers_get_luma_at_their_rate(
+    pushed_only: Registry, cameras_settings: CamerasSettings
+) -> None:
+    levels: list[float] = []
+
+    def detector(frame: Frame) -> None:
+        levels.append(float(frame.luma().mean()))
+
+    async def scenario() -> None:
+        async with CameraHub(cameras_settings, pushed_only, consumers=[detector]) as hub:
+            pc, _ = publisher("VP8", fps=10.0)
+            _, answer = await hub.publish(CAMERA, await offer_from(pc))
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await until(lambda: len(levels) >= 3, 30, "three frames for the detector")
+            # analytics_fps (2) is below the camera's 10 fps: the rest were skipped, not queued.
+            await until(lambda: hub.slot(CAMERA).counts().skipped > 0, 30, "skipped frames")
+            await pc.close()
+
+    run(scenario)
+    assert all(is_pattern_level(level) for level in levels)

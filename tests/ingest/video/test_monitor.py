@@ -1,0 +1,75 @@
+"""Camera health points from two polls of a worker's running totals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingest.video.monitor import health_point
+from timeseries.lineprotocol import encode_point
+from timeseries.schema import CAMERA_HEALTH
+
+
+def stats(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "camera_id": "kitchen-0001-cam-1",
+        "site_id": "kitchen-0001",
+        "transport": "whip",
+        "connected": True,
+        "frames_decoded": 100,
+        "frames_skipped": 60,
+        "bytes_received": 1_000_000,
+        "packets_received": 900,
+        "packets_lost": 3,
+        "jitter_ms": 1.25,
+        "width": 640,
+        "height": 360,
+        "last_frame_ms": 9_800,
+        "viewers": 1,
+        "takeovers": 0,
+        "reconnects": 0,
+    }
+    return {**base, **over}
+
+
+def test_rates_come_from_the_difference_of_two_polls() -> None:
+    prev = stats()
+    cur = stats(frames_decoded=125, frames_skipped=75, bytes_received=1_250_000)
+    point = health_point(cur, prev, 5.0, 10_000)
+    assert point.measurement == CAMERA_HEALTH
+    assert point.tags == {
+        "site_id": "kitchen-0001",
+        "camera_id": "kitchen-0001-cam-1",
+        "transport": "whip",
+    }
+    f = point.fields
+    assert f["fps"] == 5.0 and f["skipped_per_s"] == 3.0 and f["bitrate_kbps"] == 400.0
+    assert f["online"] is True and f["last_frame_age_s"] == 0.2
+    assert (f["width"], f["height"], f["packets_lost"], f["jitter_ms"]) == (640, 360, 3, 1.25)
+    assert point.ts_ns == 10_000 * 1_000_000
+    line = encode_point(point)
+    assert line.startswith(
+        "camera_health,camera_id=kitchen-0001-cam-1,site_id=kitchen-0001,transport=whip "
+    )
+    assert "fps=5.0," in line and "width=640i," in line  # rates float, counts integer
+
+
+def test_a_restarted_worker_does_not_give_negative_rates() -> None:
+    point = health_point(stats(frames_decoded=10, bytes_received=5_000), stats(), 5.0, 10_000)
+    assert point.fields["fps"] == 0.0 and point.fields["bitrate_kbps"] == 0.0
+
+
+def test_an_rtsp_camera_without_rtp_figures_and_no_frame_yet() -> None:
+    cur = stats(
+        transport="rtsp",
+        connected=False,
+        packets_received=None,
+        packets_lost=None,
+        jitter_ms=None,
+        width=None,
+        height=None,
+        last_frame_ms=None,
+        frames_decoded=0,
+    )
+    f = health_point(cur, None, 5.0, 10_000).fields
+    assert f["online"] is False
+    assert not {"packets_lost", "jitter_ms", "width", "last_frame_age_s"} & f.keys()
