@@ -1,30 +1,35 @@
-"""The alert engine: telemetry rules on arrival and on a clock tick, signals into the store.
+"""The alert engine: telemetry rules on arrival and on a clock tick, their signals into the store.
 
-    ingest writer --records--> [bounded queue] --> rules (analytics) --> AlertStore
-                             clock tick --^    rule progress --^ (every progress_every_s)
+    ingest writer --records--> RecordQueue --> [alert-rules]  RuleEngine (analytics, pure)
+    ingest's MQTT link --up/down--^                  |  signals, rule progress
+    camera watch ------------signals--------------> Outbox --> [alert-store]  AlertStore
+                                                                  |  counts --> InfluxDB points
+                                                                  `--> on_change (SSE, relay)
+    [alert-overdue]  reminders and escalations of unacknowledged alerts, every 30 s
 
-Ticks run only while ingest is connected to the broker: a deaf ingest would take every
-device for silent.
+Three loops under the service's supervisor. The rules never touch the database: while it is
+away, they go on evaluating and their signals wait in the outbox, so ingest keeps storing and
+acknowledging; when it returns, `alert-store` stores them in order and the alerts appear.
+Both queues are bounded: the record queue in records, the outbox in signals. A full outbox (a
+very long database outage) makes the rules wait, then ingest, and the broker keeps the rest.
 
-Its own thread, so that a slow database never stalls MQTT: the queue is bounded and the
-writer waits when it is full, which holds acknowledgements and lets the broker keep the rest.
-Rule progress (held durations, silence timers) is saved every `progress_every_s` and at a
-clean stop, so a restart halfway through a duration keeps it. Every `counts_every_s`,
-open-alert counts go to InfluxDB through ingest's own writer (spooled like any point when
-InfluxDB is away).
+Ticks run only while ingest is connected to the broker: a deaf ingest would take every device
+for silent. Rule progress (held durations, silence timers) goes through the outbox every
+`progress_every_s` and at a clean stop, so a restart halfway through a duration keeps it.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from alerts.metrics import AlertMetrics
 from alerts.store import AlertStore, Change
 from analytics.events import TAXONOMY, Raise, Severity, Signal, Source
 from analytics.rules import RuleBook, RuleEngine
@@ -32,16 +37,14 @@ from analytics.rules.engine import SNAPSHOT_FORMAT
 from config.settings import AlertsSettings
 from devices.registry import Registry
 from ingest.telemetry.contract import DeviceEvent, Reading, Record, StatusReport
-from ingest.telemetry.metrics import IngestMetrics
+from service.supervisor import Supervisor, ThreadLoop
 from timeseries.lineprotocol import Point, encode_point
 from timeseries.schema import ALERTS_OPEN
 
 log = logging.getLogger(__name__)
 
-_OVERDUE_EVERY_S = 30.0
-_STOP = object()
-_LISTENING = object()
-_DEAF = object()
+OVERDUE_EVERY_S = 30.0
+OUTBOX_MAX = 100_000  # signals waiting for the database; each is a few hundred bytes
 
 
 def event_signal(event: DeviceEvent, book: RuleBook) -> Raise:
@@ -69,8 +72,134 @@ def event_signal(event: DeviceEvent, book: RuleBook) -> Raise:
 
 
 @dataclass(frozen=True, slots=True)
-class _Signals:
-    signals: tuple[Signal, ...]
+class _Listening:
+    """Ingest's broker connection came up (True) or went down (False)."""
+
+    up: bool
+
+
+_STOP = object()
+
+
+class RecordQueue:
+    """Stored records on their way to the rules, bounded in records (not batches).
+
+    `put` waits while the queue is full, which holds ingest's acknowledgements and lets the
+    broker keep the rest; a batch larger than the bound is let in alone, so it cannot wait
+    forever. Markers (the broker connection, stop) never wait.
+    """
+
+    def __init__(self, max_records: int, metrics: AlertMetrics) -> None:
+        self._max = max_records
+        self._metrics = metrics
+        self._items: collections.deque[object] = collections.deque()
+        self._records = 0
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        return self._records
+
+    def put(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        with self._cond:
+            if self._records and self._records + len(records) > self._max:
+                self._metrics.queue_full.inc()
+                while self._records and self._records + len(records) > self._max:
+                    self._cond.wait()
+            self._items.append(list(records))
+            self._records += len(records)
+            self._metrics.backlog.set(self._records)
+            self._cond.notify_all()
+
+    def connection(self, up: bool) -> None:
+        """Called from paho's thread: must not wait."""
+        self._mark(_Listening(up))
+
+    def stop(self) -> None:
+        self._mark(_STOP)
+
+    def _mark(self, marker: object) -> None:
+        with self._cond:
+            self._items.append(marker)
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> object | None:
+        """The next batch (a list of records) or marker; None if none came within `timeout`."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+                if not self._items:
+                    return None
+            item = self._items.popleft()
+            if isinstance(item, list):
+                self._records -= len(item)
+                self._metrics.backlog.set(self._records)
+                self._cond.notify_all()
+            return item
+
+
+class _Outbox:
+    """Signals and rule progress waiting for the database, in order; bounded in signals.
+
+    Progress saved twice in a row is merged: the newer state of a key supersedes the older.
+    """
+
+    def __init__(self, max_signals: int, metrics: AlertMetrics) -> None:
+        self._max = max_signals
+        self._metrics = metrics
+        self._items: collections.deque[Signal | dict[str, Any]] = collections.deque()
+        self._signals = 0
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return self._signals
+
+    def put_signals(self, signals: Sequence[Signal]) -> None:
+        if not signals:
+            return
+        with self._cond:
+            if self._signals and self._signals + len(signals) > self._max:
+                self._metrics.outbox_full.inc()
+                while self._signals and self._signals + len(signals) > self._max:
+                    self._cond.wait()
+            self._items.extend(signals)
+            self._signals += len(signals)
+            self._metrics.outbox.set(self._signals)
+            self._cond.notify_all()
+
+    def put_progress(self, states: dict[str, Any]) -> None:
+        if not states:
+            return
+        with self._cond:
+            if self._items and isinstance(self._items[-1], dict):
+                self._items[-1].update(states)
+            else:
+                self._items.append(dict(states))
+            self._cond.notify_all()
+
+    def peek(self, timeout: float) -> Signal | dict[str, Any] | None:
+        """The oldest item, waiting up to `timeout` for one (not once closed)."""
+        with self._cond:
+            if not self._items and not self.closed:
+                self._cond.wait(timeout)
+            return self._items[0] if self._items else None
+
+    def pop(self) -> None:
+        """The item `peek` returned is stored: forget it."""
+        with self._cond:
+            item = self._items.popleft()
+            if not isinstance(item, dict):
+                self._signals -= 1
+                self._metrics.outbox.set(self._signals)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stopping: `peek` no longer waits once the outbox is empty."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
 
 
 class AlertEngine:
@@ -80,110 +209,90 @@ class AlertEngine:
         registry: Registry,
         book: RuleBook,
         store: AlertStore,
-        metrics: IngestMetrics,
-        write_lines: Callable[[list[str]], None],
+        metrics: AlertMetrics,
+        records: RecordQueue,
+        points: Callable[[list[str]], None],
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
+        """`records` is where ingest puts what it stored; `points` takes line-protocol lines
+        (open-alert counts) without waiting; `on_change` is called after alerts changed."""
         self._settings = settings
         self._store = store
         self._metrics = metrics
-        self._write_lines = write_lines
+        self._records = records
+        self._points = points
         self._on_change = on_change
         self._book = book
         self._rules = RuleEngine(book, registry)
         # The state table also holds other components' progress (keys without a slash).
         saved = {k: v for k, v in store.load_rule_states().items() if "/" in k}
         self._rules.load({"format": SNAPSHOT_FORMAT, "instances": saved})
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=settings.queue_max)
+        self._outbox = _Outbox(OUTBOX_MAX, metrics)
         self._remind = {Severity(k): v * 1000 for k, v in settings.remind_after_s.items()}
         self._escalate = {Severity(k): v * 1000 for k, v in settings.escalate_after_s.items()}
         self._counted: set[tuple[str, str, str]] = set()
-        self._thread = threading.Thread(target=self._run, name="alert-engine", daemon=True)
-        self.failed: BaseException | None = None
+        self._overdue_stop = threading.Event()
+        self._loops: list[ThreadLoop] = []
+        self._listening = False  # until ingest's first connection
 
     # -- life cycle ------------------------------------------------------------------------
 
-    def __enter__(self) -> AlertEngine:
-        self._thread.start()
-        return self
+    def start(self, supervisor: Supervisor) -> None:
+        self._loops = [
+            # Ingest waits on the record queue: while the rules are down, nothing is acked.
+            supervisor.thread(
+                "alert-rules", self._run_rules, stop=self._records.stop, critical=True
+            ),
+            supervisor.thread("alert-store", self._run_store, stop=self._outbox.close),
+            supervisor.thread("alert-overdue", self._run_overdue, stop=self._overdue_stop.set),
+        ]
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join(timeout=30)
-
-    def submit(self, records: Sequence[Record]) -> None:
-        """Hand over stored records, in order; waits while the queue is full."""
-        if records:
-            self._queue.put(list(records))
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the rules (their last progress goes to the outbox), then store what waits."""
+        for loop in self._loops:
+            loop.stop(timeout)
+        if len(self._outbox):
+            log.error(
+                "stopping with %d alert signals not stored (the alert database is away)",
+                len(self._outbox),
+            )
 
     def submit_signals(self, signals: Sequence[Signal]) -> None:
-        """Hand over signals found elsewhere (the video path's camera watch)."""
-        if signals:
-            self._queue.put(_Signals(tuple(signals)))
+        """Signals found elsewhere (the video path's camera watch)."""
+        self._outbox.put_signals(signals)
 
-    def connection(self, up: bool) -> None:
-        """Ingest's broker connection came up or went down (called from paho's thread).
+    # -- alert-rules -----------------------------------------------------------------------
 
-        While ingest hears nothing, rules do not tick: every device would look silent. When it
-        hears again, silence timers restart from then (RuleEngine.resume); held durations
-        fire at their own time on the next tick.
-        """
-        self._queue.put(_LISTENING if up else _DEAF)
-
-    @property
-    def backlog(self) -> int:
-        return self._queue.qsize()
-
-    # -- the thread ------------------------------------------------------------------------
-
-    def _run(self) -> None:
+    def _run_rules(self) -> None:
         tick_s = self._settings.tick_s
+        progress_s = self._settings.progress_every_s
         next_tick = time.monotonic()
-        next_overdue = next_tick + _OVERDUE_EVERY_S
-        next_counts = next_tick
-        next_progress = next_tick + self._settings.progress_every_s
-        listening = False  # until ingest's first connection
-        try:
-            while True:
-                try:
-                    item = self._queue.get(timeout=max(0.0, next_tick - time.monotonic()))
-                except queue.Empty:
-                    item = None
-                if item is _STOP:
-                    self._save_progress()
-                    return
-                if item is _LISTENING:
-                    listening = True
+        next_progress = next_tick + progress_s
+        while True:
+            now = time.monotonic()
+            listening = self._listening
+            wake = min(next_tick, next_progress) if listening else next_progress
+            item = self._records.get(timeout=max(0.0, wake - now))
+            if item is _STOP:
+                self._outbox.put_progress(self._rules.dirty())
+                return
+            if isinstance(item, _Listening):
+                # Kept across a restart of this loop: the connection's state is not the loop's.
+                self._listening = listening = item.up
+                if item.up:
                     self._rules.resume(_now_ms())
-                elif item is _DEAF:
-                    listening = False
-                elif isinstance(item, list):
-                    self._evaluate(item)
-                elif isinstance(item, _Signals):
-                    self._apply(item.signals)
-                now = time.monotonic()
-                if now >= next_tick and listening:
-                    next_tick = now + tick_s
-                    self._apply(self._rules.on_tick(time.time_ns() // 1_000_000))
-                    self._metrics.rule_ticks.inc()
-                if now >= next_progress:
-                    next_progress = now + self._settings.progress_every_s
-                    self._save_progress()
-                if now >= next_overdue:
-                    next_overdue = now + _OVERDUE_EVERY_S
-                    self._publish(self._store.overdue(_now_ms(), self._remind, self._escalate))
-                if now >= next_counts:
-                    next_counts = now + self._settings.counts_every_s
-                    self._write_counts()
-                self._metrics.alert_backlog.set(self._queue.qsize())
-        except BaseException as exc:
-            self.failed = exc
-            log.critical("alert engine stopped: %r", exc, exc_info=True)
-            raise
+                    next_tick = time.monotonic()
+            elif isinstance(item, list):
+                self._evaluate(item)
+            now = time.monotonic()
+            if listening and now >= next_tick:
+                next_tick = now + tick_s
+                self._outbox.put_signals(self._rules.on_tick(_now_ms()))
+                self._metrics.rule_ticks.inc()
+            if now >= next_progress:
+                next_progress = now + progress_s
+                self._outbox.put_progress(self._rules.dirty())
+            self._report_rule_failures()
 
     def _evaluate(self, records: list[Record]) -> None:
         started = time.perf_counter()
@@ -197,29 +306,55 @@ class AlertEngine:
             elif record.kind in TAXONOMY:
                 signals.append(event_signal(record, self._book))
         self._metrics.rule_seconds.observe(time.perf_counter() - started)
-        self._apply(signals)
+        self._outbox.put_signals(signals)
 
-    def _apply(self, signals: Sequence[Signal]) -> None:
-        changes: list[Change] = []
-        for signal in signals:
-            if isinstance(signal, Raise):
-                changes.append(self._store.raise_(signal))
-                self._metrics.alerts_raised.labels(signal.kind).inc()
+    def _report_rule_failures(self) -> None:
+        for failure in self._rules.take_failures():
+            self._metrics.rule_errors.labels(failure.rule).inc(failure.count)
+            log.error(
+                "rule %s failed %d time(s), last on %s: %s",
+                failure.rule,
+                failure.count,
+                failure.device_id,
+                failure.error,
+            )
+
+    # -- alert-store -----------------------------------------------------------------------
+
+    def _run_store(self) -> None:
+        """Store what the outbox holds, in order; write open-alert counts now and then.
+
+        A database error ends the run (the supervisor restarts it after a back-off); the
+        item being stored stays first in the outbox and is stored on the next run."""
+        counts_s = self._settings.counts_every_s
+        next_counts = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= next_counts:
+                self._write_counts()
+                next_counts = time.monotonic() + counts_s
+            item = self._outbox.peek(timeout=max(0.0, next_counts - time.monotonic()))
+            if item is None:
+                if self._outbox.closed:
+                    return
+                continue
+            if isinstance(item, dict):
+                self._store.save_rule_states(item)
             else:
-                change = self._store.clear(signal)
-                if change is not None:
-                    changes.append(change)
-                    self._metrics.alerts_cleared.labels(signal.kind).inc()
-        self._publish(changes)
+                self._apply(item)
+            self._outbox.pop()
 
-    def _publish(self, changes: Sequence[Change]) -> None:
-        if changes:
+    def _apply(self, signal: Signal) -> None:
+        change: Change | None
+        if isinstance(signal, Raise):
+            change = self._store.raise_(signal)
+            self._metrics.alerts_raised.labels(signal.kind).inc()
+        else:
+            change = self._store.clear(signal)
+            if change is not None:
+                self._metrics.alerts_cleared.labels(signal.kind).inc()
+        if change is not None:
             self._on_change()
-
-    def _save_progress(self) -> None:
-        dirty = self._rules.dirty()
-        if dirty:
-            self._store.save_rule_states(dirty)
 
     def _write_counts(self) -> None:
         now_ns = time.time_ns()
@@ -240,7 +375,14 @@ class AlertEngine:
             for (site, kind, severity), n in counts.items()
         ]
         if lines:
-            self._write_lines(lines)
+            self._points(lines)
+
+    # -- alert-overdue ---------------------------------------------------------------------
+
+    def _run_overdue(self) -> None:
+        while not self._overdue_stop.wait(OVERDUE_EVERY_S):
+            if self._store.overdue(_now_ms(), self._remind, self._escalate):
+                self._on_change()
 
 
 def _now_ms() -> int:

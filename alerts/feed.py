@@ -1,8 +1,9 @@
 """Who waits for alert changes, and when to wake them: the newest change's sequence number.
 
 The store's change log is the source of truth, so a follower sees changes made by any process,
-in order. One poller per process watches the log's newest sequence number and wakes the
-waiters, rather than each waiter polling.
+in order. One poller per process (`run`, a loop of the supervisor: a database error restarts
+it after a back-off) watches the log's newest sequence number and wakes the waiters, rather
+than each waiter polling.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ class ChangeFeed:
     """Knows the newest change's sequence number and wakes whoever waits for a newer one."""
 
     def __init__(self, store: AlertStore, poll_s: float = 0.25) -> None:
+        """Make it on the event loop that will run it."""
+        self._loop = asyncio.get_running_loop()
         self._store = store
         self._poll_s = poll_s
         self._seq = 0
@@ -28,8 +31,12 @@ class ChangeFeed:
         return self._seq
 
     def nudge(self) -> None:
-        """This process just changed something: look now instead of at the next poll."""
-        self._nudged.set()
+        """This process just changed something: look now instead of at the next poll.
+
+        Any thread may call it (the alert engine's do): asyncio objects are not thread-safe,
+        so the event is set by the loop itself."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._nudged.set)
 
     async def run(self) -> None:
         while True:

@@ -8,30 +8,15 @@ broker acknowledged it (QoS 1).
 
 from __future__ import annotations
 
-import json
-import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
+from alerts.changes import change_json
 from alerts.store import AlertStore, Change
-
-log = logging.getLogger(__name__)
+from service.supervisor import Supervisor, ThreadLoop
 
 RELAY_STATE_KEY = "relay.mqtt"
 _BATCH = 500
-
-
-def change_payload(change: Change) -> dict[str, Any]:
-    """A change as JSON-able data: what SSE clients and MQTT integrations receive."""
-    return {
-        "seq": change.seq,
-        "action": change.action.value,
-        "actor": change.actor,
-        "at_ms": change.at_ms,
-        "note": change.note,
-        "alert": change.alert.to_json(),
-    }
 
 
 def change_topic(change: Change) -> str:
@@ -53,29 +38,24 @@ class AlertRelay:
         self._stop = threading.Event()
         state = store.load_rule_states().get(RELAY_STATE_KEY)
         self._last = int(state["seq"]) if isinstance(state, dict) else store.last_seq()
-        self._thread = threading.Thread(target=self._run, name="alert-relay", daemon=True)
 
-    def __enter__(self) -> AlertRelay:
-        self._thread.start()
-        return self
+    def start(self, supervisor: Supervisor) -> ThreadLoop:
+        return supervisor.thread("alert-relay", self.run, stop=self.stop)
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=30)
 
     def wake(self) -> None:
-        """Something changed; publish now rather than at the next poll."""
+        """Something changed; publish now rather than at the next poll. Any thread may call."""
         self._wake.set()
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Until stopped; a database error ends the run and the supervisor restarts it."""
         while not self._stop.is_set():
+            self._relay()
             self._wake.wait(self._poll_s)
             self._wake.clear()
-            try:
-                self._relay()
-            except Exception:  # a database hiccup must not end the relay; it resumes
-                log.exception("alert relay: will retry")
 
     def _relay(self) -> None:
         while not self._stop.is_set():
@@ -83,7 +63,7 @@ class AlertRelay:
             if not changes:
                 return
             for change in changes:
-                payload = json.dumps(change_payload(change), ensure_ascii=False).encode()
+                payload = change_json(change).encode()
                 if not self._publish(change_topic(change), payload):
                     return  # broker away: try again from this change later
                 self._last = change.seq

@@ -1,11 +1,15 @@
-"""`python -m api`: the service process (ingest, alert engine and the HTTP API), or its tokens.
+"""`python -m api`: run the service (ingest, alert engine, camera workers, the HTTP API), or
+manage who may use it.
 
-python -m api [serve] [--config FILE] [--no-ingest]
-python -m api tokens create --name NAME --role viewer|supervisor|admin [--sites ID,ID]
-python -m api tokens list
-python -m api tokens revoke NAME
-python -m api tokens camera CAMERA_ID          (a WHIP publishing token for one camera)
-python -m api tokens revoke-camera CAMERA_ID
+  python -m api [--config FILE] [serve] [--no-ingest] [--log-level LEVEL]
+  python -m api [--config FILE] tokens create --name NAME --role viewer|supervisor|admin
+                                              [--sites ID,ID | --sites '*']
+  python -m api [--config FILE] tokens list
+  python -m api [--config FILE] tokens revoke NAME
+  python -m api [--config FILE] tokens camera CAMERA_ID       (a camera's WHIP token)
+  python -m api [--config FILE] tokens revoke-camera CAMERA_ID
+
+Without a command it serves. `--config` may also follow the command.
 """
 
 from __future__ import annotations
@@ -21,49 +25,73 @@ import uvicorn
 from alerts.store import AlertStore, AlertStoreError
 from config.settings import ConfigError, Settings, load_settings
 from devices.models import CAMERA_TYPES
-from devices.registry import InventoryError, load_registry
+from devices.registry import InventoryError, Registry, load_registry
 from devices.tokens import Role, TokenStore, parse_sites
 from service.mingliang import create_app
 
+_COMMANDS = ("serve", "tokens")
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m api", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="TOML file layered over config/default.toml (or set MINGLIANG_CONFIG)",
     )
-    parser.add_argument("--config", type=Path, help="TOML file over config/default.toml")
-    sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run the service (the default)")
-    serve.add_argument("--no-ingest", action="store_true", help="serve the API only")
-    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
-    tokens = sub.add_parser("tokens", help="create, list and revoke API tokens")
+    parser = argparse.ArgumentParser(
+        prog="python -m api",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[config],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{serve,tokens}")
+    serve = sub.add_parser("serve", help="run the service (the default)", parents=[config])
+    serve.add_argument("--no-ingest", action="store_true", help="serve the HTTP API only")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    tokens = sub.add_parser(
+        "tokens", help="create, list and revoke API and camera tokens", parents=[config]
+    )
     tsub = tokens.add_subparsers(dest="action", required=True)
-    create = tsub.add_parser("create", help="create a token and print it (shown only once)")
+    create = tsub.add_parser(
+        "create", help="create a token and print it (shown only once)", parents=[config]
+    )
     create.add_argument("--name", required=True, help="who or what holds it (unique)")
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument(
-        "--sites", help="comma-separated site ids the token is limited to (default *: all)"
+        "--sites",
+        help="comma-separated site ids of the inventory the token is limited to, or * for "
+        "all sites (the default; an admin token always covers all)",
     )
-    tsub.add_parser("list", help="list tokens (never their secrets)")
-    revoke = tsub.add_parser("revoke", help="revoke a token by name")
+    tsub.add_parser("list", help="list tokens (never their secrets)", parents=[config])
+    revoke = tsub.add_parser("revoke", help="revoke a token by name", parents=[config])
     revoke.add_argument("name")
-    camera = tsub.add_parser("camera", help="create a camera's WHIP publishing token")
+    camera = tsub.add_parser(
+        "camera", help="create a camera's WHIP publishing token", parents=[config]
+    )
     camera.add_argument("camera_id")
-    uncamera = tsub.add_parser("revoke-camera", help="revoke every token of a camera")
+    uncamera = tsub.add_parser(
+        "revoke-camera", help="revoke every token of a camera", parents=[config]
+    )
     uncamera.add_argument("camera_id")
     return parser
 
 
-def _serve(settings: Settings, args: argparse.Namespace) -> int:
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    """Parse, serving when no command is named (`python -m api --no-ingest` included)."""
+    if not any(word in _COMMANDS for word in argv) and argv not in (["-h"], ["--help"]):
+        argv = ["serve", *argv]
+    return _parser().parse_args(argv)
+
+
+def _serve(settings: Settings, registry: Registry, args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # One line per InfluxDB request would drown everything else.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        registry = load_registry(settings.inventory_path)
-    except InventoryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     app = create_app(settings, registry, run_ingest=not args.no_ingest)
     uvicorn.run(
         app,
@@ -78,20 +106,30 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _tokens(settings: Settings, args: argparse.Namespace) -> int:
+def _sites(text: str | None, registry: Registry) -> frozenset[str] | None:
+    sites = parse_sites(text or "*")
+    unknown = sorted((sites or frozenset()) - registry.sites.keys())
+    if unknown:
+        raise ValueError(
+            f"--sites: {', '.join(repr(s) for s in unknown)} not in the inventory "
+            f"({registry.version}); `python -m devices check` lists what it holds"
+        )
+    return sites
+
+
+def _tokens(settings: Settings, registry: Registry, args: argparse.Namespace) -> int:
     store = AlertStore(settings.alert_store_url)
     store.create_schema()
     tokens = TokenStore(store.engine)
     tokens.create_schema()
     try:
         if args.action == "create":
-            sites = parse_sites(args.sites or "*")
+            sites = _sites(args.sites, registry)
             secret, info = tokens.create(args.name, Role(args.role), sites)
             scope = ", ".join(sorted(sites)) if sites else "all sites"
             print(f"token for {info.name} ({info.role.value}, {scope}); it is shown only once:")
             print(secret)
         elif args.action == "camera":
-            registry = load_registry(settings.inventory_path)
             device = registry.devices.get(args.camera_id)
             if device is None or device.type not in CAMERA_TYPES:
                 print(
@@ -118,19 +156,18 @@ def _tokens(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _arguments(sys.argv[1:] if argv is None else argv)
     try:
-        settings = load_settings(os.environ, args.config)
-    except ConfigError as exc:
+        settings = load_settings(os.environ, getattr(args, "config", None))
+        registry = load_registry(settings.inventory_path)
+    except (ConfigError, InventoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         if args.command == "tokens":
-            return _tokens(settings, args)
-        if args.command is None:  # plain `python -m api` serves
-            args = _parser().parse_args(["serve"])
-        return _serve(settings, args)
-    except (AlertStoreError, InventoryError, ValueError) as exc:
+            return _tokens(settings, registry, args)
+        return _serve(settings, registry, args)
+    except (AlertStoreError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

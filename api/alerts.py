@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Requ
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from alerts.store import Alert, AlertFilter, Change, TransitionRefused
+from alerts.changes import AlertView, ChangeView
+from alerts.store import Alert, AlertFilter, TransitionRefused
 from analytics.events import TAXONOMY, Category, Severity
-from analytics.lifecycle import Action, CaseStatus, Status
+from analytics.lifecycle import Action, Status
 from api import stream
 from api.auth import Caller, require_site
 from api.state import AppState, app_state
@@ -23,70 +24,9 @@ State = Annotated[AppState, Depends(app_state)]
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The alert's id.")]
 
 
-class CommentView(BaseModel):
-    author: str
-    text: str
-    at_ms: int
-
-
-class AlertView(BaseModel):
-    id: int
-    site_id: str
-    device_id: str | None
-    kind: str
-    category: Category
-    rule: str
-    severity: Severity
-    status: Status
-    case_status: CaseStatus | None
-    first_seen_ms: int
-    last_seen_ms: int
-    ended_ms: int | None = Field(description="When the condition stopped holding, if it did.")
-    count: int = Field(description="Raises seen while open, the first included.")
-    evidence: list[str]
-    details: dict[str, Any]
-    assignee: str | None
-    acknowledged_by: str | None
-    acknowledged_at_ms: int | None
-    resolved_by: str | None
-    resolved_at_ms: int | None
-    resolution: str | None
-    escalation_level: int
-    last_reminded_ms: int | None
-    updated_ms: int
-    comments: list[CommentView] = Field(default_factory=list)
-
-    @classmethod
-    def of(cls, alert: Alert) -> AlertView:
-        comments = [
-            CommentView(author=c.author, text=c.text, at_ms=c.at_ms) for c in alert.comments
-        ]
-        return cls.model_validate({**alert.to_json(), "comments": comments})
-
-
 class AlertPage(BaseModel):
     items: list[AlertView]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page.")
-
-
-class ChangeView(BaseModel):
-    seq: int
-    action: str
-    actor: str
-    at_ms: int
-    note: str | None
-    alert: AlertView
-
-    @classmethod
-    def of(cls, change: Change) -> ChangeView:
-        return cls(
-            seq=change.seq,
-            action=change.action.value,
-            actor=change.actor,
-            at_ms=change.at_ms,
-            note=change.note,
-            alert=AlertView.of(change.alert),
-        )
 
 
 # Text must say something: at least one character that is not white space.

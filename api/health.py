@@ -1,4 +1,13 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics; no token needed (probes and scrapers have none).
+
+Both health endpoints list every background loop with its state, failures and last error.
+
+* `/healthz`: is ingest taking data without losing any? 503 while ingest is not connected to
+  the broker, or a loop ingest depends on (the telemetry writer, the alert rules) is down.
+  InfluxDB or the alert database being away is `degraded`, not down: the spool and the
+  alert outbox keep what arrives meanwhile.
+* `/readyz`: is everything working? 503 while any loop is down or ingest is not connected.
+"""
 
 from __future__ import annotations
 
@@ -14,23 +23,44 @@ router = APIRouter(tags=["operations"])
 State = Annotated[AppState, Depends(app_state)]
 
 
-@router.get("/healthz", summary="Is ingest taking data without losing any?")
-async def healthz(state: State) -> JSONResponse:
-    """200 while ingest is connected to the broker and its writer runs (InfluxDB may be away:
-    the spool covers it, and `status` says `degraded`); 503 otherwise."""
+async def _report(state: AppState) -> tuple[dict[str, Any], bool, bool]:
+    """The body, whether ingest is healthy, and whether everything is."""
     body: dict[str, Any] = {"inventory": state.registry.version}
-    ok = True
+    statuses = state.supervisor.statuses()
+    body["loops"] = {s.name: s.as_dict() for s in statuses}
+    critical_down = [s.name for s in statuses if s.critical and not s.up]
+    any_down = [s.name for s in statuses if not s.up]
+    connected = True
     if state.ingest is not None:
         health = state.ingest.health()
         body.update(health.as_dict())
-        ok = health.ok
+        connected = health.mqtt_connected
     body["influx_reachable"] = await state.influx.ping()
-    if state.ingest is None:
-        body["status"] = "ok" if body["influx_reachable"] else "degraded"
-    return JSONResponse(body, status_code=200 if ok else 503)
+    healthy = connected and not critical_down
+    ready = connected and not any_down
+    body["down"] = any_down
+    body["status"] = (
+        "ok" if ready and body["influx_reachable"] else "degraded" if healthy else "down"
+    )
+    return body, healthy, ready
+
+
+@router.get("/healthz", summary="Is ingest taking data without losing any?")
+async def healthz(state: State) -> JSONResponse:
+    """200 while ingest hears the broker and the loops it depends on run (`status` says
+    `degraded` when InfluxDB, the alert database or another loop is away); 503 otherwise."""
+    body, healthy, _ = await _report(state)
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.get("/readyz", summary="Is every part of the service working?")
+async def readyz(state: State) -> JSONResponse:
+    """200 when every background loop runs and ingest hears the broker; 503 names what is
+    down (`down`) with each loop's last error (`loops`)."""
+    body, _, ready = await _report(state)
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(state: State) -> Response:
-    payload = generate_latest(state.ingest.metrics.registry) if state.ingest else b""
-    return Response(payload, media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(state.metrics), media_type=CONTENT_TYPE_LATEST)

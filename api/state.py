@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Request
+from prometheus_client import CollectorRegistry
 
 from alerts.feed import ChangeFeed
 from alerts.store import AlertStore
@@ -15,19 +16,22 @@ from devices.tokens import TokenStore
 from ingest.telemetry.pipeline import IngestService
 from ingest.video.monitor import CameraMonitor
 from ingest.video.pool import CameraPool
+from service.supervisor import Supervisor
 from timeseries.influx import InfluxQueryClient
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AppState:
     settings: Settings
     registry: Registry
     influx: InfluxQueryClient
-    ingest: IngestService | None
+    ingest: IngestService | None  # None: this process serves the API only
     alerts: AlertStore
     tokens: TokenStore
     feed: ChangeFeed
     changed: Callable[[], None]  # an API action changed alerts: wake the SSE feed and relay
+    supervisor: Supervisor  # every background loop, for the health endpoints
+    metrics: CollectorRegistry  # every Prometheus metric of the process
     cameras: CameraPool | None = None  # None: the video path is off
     camera_monitor: CameraMonitor | None = None
 

@@ -7,14 +7,14 @@ in order, and a reconnecting client resumes where it left off (alerts/feed.py wa
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
+from alerts.changes import change_json
 from alerts.feed import ChangeFeed
-from alerts.relay import change_payload
-from alerts.store import AlertStore
+from alerts.store import AlertStore, DatabaseUnavailable
 
 KEEPALIVE_S = 15.0
+RETRY_S = 2.0  # while the alert database is away
 _BATCH = 200
 
 
@@ -24,14 +24,22 @@ async def events(
     after: int,
     sites: frozenset[str] | None,
 ) -> AsyncIterator[str]:
-    """SSE frames for changes after `after` that the caller may see; keep-alives in between."""
+    """SSE frames for changes after `after` that the caller may see; keep-alives in between.
+
+    While the alert database is away the stream stays open, saying so in a comment, and
+    resumes where it was when the database returns."""
     last = after
     yield "retry: 3000\n\n"
     while True:
         upto = feed.seq
-        changes = await asyncio.to_thread(store.changes_since, last, sites, _BATCH)
+        try:
+            changes = await asyncio.to_thread(store.changes_since, last, sites, _BATCH)
+        except DatabaseUnavailable:
+            yield ": the alert database is unavailable; waiting for it\n\n"
+            await asyncio.sleep(RETRY_S)  # the retry period while the database is away
+            continue
         for change in changes:
-            data = json.dumps(change_payload(change), ensure_ascii=False)
+            data = change_json(change)
             yield f"id: {change.seq}\nevent: {change.action}\ndata: {data}\n\n"
             last = change.seq
         if len(changes) == _BATCH:

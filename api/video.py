@@ -19,10 +19,14 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from api.auth import Caller, require_site
+from api.body import BodyTooLarge, read_capped
 from api.state import AppState, app_state
 from devices.models import CAMERA_TYPES, Device
+from devices.tokens import Principal
+from ingest.video.hub import ANY_OWNER
 from ingest.video.monitor import VideoState
 from ingest.video.pool import CameraPool, WorkerUnavailable
+from ingest.video.worker import OWNER_HEADER
 
 router = APIRouter(tags=["video"])
 SessionId = Annotated[
@@ -73,21 +77,25 @@ async def _offer(request: Request, state: AppState) -> bytes:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != SDP:
         raise HTTPException(415, f"the offer must be sent as {SDP}, not {kind or 'nothing'!r}")
-    body = await request.body()
-    if len(body) > state.settings.cameras.max_sdp_bytes:
-        raise HTTPException(
-            413, f"the offer is {len(body)} bytes; at most {state.settings.cameras.max_sdp_bytes}"
-        )
+    try:
+        body = await read_capped(request, state.settings.cameras.max_sdp_bytes)
+    except BodyTooLarge as exc:
+        raise HTTPException(413, f"the offer is {exc}") from exc
     if not body.strip():
         raise HTTPException(400, "the offer is empty")
     return body
 
 
 async def _forward(
-    pool: CameraPool, camera_id: str, method: str, path: str, body: bytes | None = None
+    pool: CameraPool,
+    camera_id: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Any:
     try:
-        response = await pool.request(camera_id, method, path, body)
+        response = await pool.request(camera_id, method, path, body, headers)
     except WorkerUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from exc
     if response.status_code >= 400:
@@ -106,8 +114,12 @@ def _refusal(status: int, body: bytes) -> HTTPException:
     return HTTPException(status, detail, headers=headers)
 
 
-async def _session(state: AppState, kind: str, camera_id: str, body: bytes) -> Response:
-    response = await _forward(_pool(state), camera_id, "POST", f"/{kind}/{camera_id}", body)
+async def _session(
+    state: AppState, kind: str, camera_id: str, body: bytes, owner: str = ""
+) -> Response:
+    response = await _forward(
+        _pool(state), camera_id, "POST", f"/{kind}/{camera_id}", body, {OWNER_HEADER: owner}
+    )
     answer = response.json()
     return Response(
         answer["sdp"],
@@ -119,17 +131,20 @@ async def _session(state: AppState, kind: str, camera_id: str, body: bytes) -> R
 
 @router.post("/whip/{camera_id}", status_code=201, responses=_SDP_BODY)
 async def whip(camera_id: str, request: Request, state: State) -> Response:
-    """Publish a camera (WHIP, RFC 9725): the body is the SDP offer (VP8 or H.264 video)."""
-    _camera(state, camera_id)
+    """Publish a camera (WHIP, RFC 9725): the body is the SDP offer (VP8 or H.264 video).
+
+    The token is checked first: without this camera's token, nobody learns whether a camera
+    id exists."""
     await _camera_publisher(request, state, camera_id)
+    _camera(state, camera_id)
     return await _session(state, "whip", camera_id, await _offer(request, state))
 
 
 @router.delete("/whip/{camera_id}/{session}", status_code=204)
 async def whip_end(camera_id: str, session: SessionId, request: Request, state: State) -> Response:
     """End a publishing session."""
-    _camera(state, camera_id)
     await _camera_publisher(request, state, camera_id)
+    _camera(state, camera_id)
     await _forward(_pool(state), camera_id, "DELETE", f"/whip/{camera_id}/{session}")
     return Response(status_code=204)
 
@@ -138,15 +153,22 @@ async def whip_end(camera_id: str, session: SessionId, request: Request, state: 
 async def whep(camera_id: str, request: Request, state: State, caller: Caller) -> Response:
     """Watch a camera live at full rate (WHEP): the body is the SDP offer."""
     require_site(caller, _camera(state, camera_id).site_id)
-    return await _session(state, "whep", camera_id, await _offer(request, state))
+    body = await _offer(request, state)
+    return await _session(state, "whep", camera_id, body, _owner(caller))
 
 
 @router.delete("/whep/{camera_id}/{session}", status_code=204)
 async def whep_end(camera_id: str, session: SessionId, state: State, caller: Caller) -> Response:
-    """Stop watching."""
+    """Stop watching: only the token that started the session, or an administrator, may."""
     require_site(caller, _camera(state, camera_id).site_id)
-    await _forward(_pool(state), camera_id, "DELETE", f"/whep/{camera_id}/{session}")
+    path = f"/whep/{camera_id}/{session}"
+    await _forward(_pool(state), camera_id, "DELETE", path, headers={OWNER_HEADER: _owner(caller)})
     return Response(status_code=204)
+
+
+def _owner(caller: Principal) -> str:
+    """Who a viewing session belongs to, as the worker records it (`*`: may end any)."""
+    return ANY_OWNER if caller.is_admin else f"token:{caller.name}"
 
 
 class CameraView(BaseModel):
@@ -155,7 +177,9 @@ class CameraView(BaseModel):
     name: str
     location: str
     transport: str | None = Field(description="whip, rtsp, or None if nothing feeds it.")
-    online: bool = Field(description="Decoded a frame within cameras.offline_after_s.")
+    online: bool = Field(
+        description="Frames are being decoded (not offline for cameras.offline_after_s)."
+    )
     last_frame_ms: int | None
     width: int | None
     height: int | None
@@ -178,7 +202,7 @@ async def cameras(
             site_id=device.site_id,
             name=device.name,
             location=device.location,
-            **(monitor.video_state(device.device_id) if monitor else VideoState()._asdict()),
+            **(monitor.video_state(device.device_id) if monitor else VideoState()).model_dump(),
         )
         for device in state.registry.cameras()
         if (site is None or device.site_id == site) and caller.can_see(device.site_id)

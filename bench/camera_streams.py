@@ -1,6 +1,7 @@
 """Camera streams per CPU core through the whole ingest path, beside decoding them alone.
 
     python bench/camera_streams.py [--streams 8] [--seconds 60] [--rounds 3]
+                                   [--mmap-threshold BYTES]
 
 Starts its own Mosquitto and InfluxDB on free ports and the real service
 (`python -m api serve`, one camera worker). Each round, twice over the same scenes (the
@@ -134,8 +135,12 @@ def pushed_only_inventory(folder: Path) -> Path:
     return folder / INVENTORY.name
 
 
-def service_env(data: Path, broker: Mosquitto, influxd: Influxd, port: int) -> dict[str, str]:
+def service_env(
+    data: Path, broker: Mosquitto, influxd: Influxd, port: int, mmap_threshold: int | None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINGLIANG_")}
+    if mmap_threshold is not None:
+        env["MINGLIANG_CAMERAS__MALLOC_MMAP_THRESHOLD_BYTES"] = str(mmap_threshold)
     env.update(
         {
             "MINGLIANG_MQTT__HOST": broker.host,
@@ -227,6 +232,11 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--mmap-threshold",
+        type=int,
+        help="the workers' cameras.malloc_mmap_threshold_bytes (0: glibc's moving default)",
+    )
     args = parser.parse_args()
     registry = load_registry(INVENTORY)
     cameras = pushed_cameras(registry, args.streams)
@@ -241,7 +251,7 @@ def main() -> int:
             log = (work / "service.log").open("wb")
             service = subprocess.Popen(
                 [sys.executable, "-m", "api", "serve", "--log-level", "warning"],
-                env=service_env(data, broker, influxd, port),
+                env=service_env(data, broker, influxd, port, args.mmap_threshold),
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -12,11 +12,14 @@ defaults in ``config/default.toml``.
 from __future__ import annotations
 
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from config.redact import is_secret_key, redact
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +148,16 @@ class RejectsSettings(_Section):
         description="Recent rejections kept in memory for the API.", ge=1, le=100_000
     )
     payload_excerpt_bytes: int = Field(
-        description="Bytes of a rejected payload kept with its record.", ge=0, le=65536
+        description="Characters of a rejected payload the rejections API shows (the file "
+        "keeps it whole).",
+        ge=0,
+        le=65536,
+    )
+    keep_payload_bytes: int = Field(
+        description="Longest payload kept whole in the rejects file; only a too_large payload "
+        "can be longer, and is cut here and marked truncated.",
+        ge=65536,
+        le=64 * 2**20,
     )
     log_every_s: float = Field(
         description="At most one log line per reason in this interval; the rest are counted.",
@@ -197,9 +209,16 @@ class AlertsSettings(_Section):
         description="How often open-alert counts are written to InfluxDB.", ge=1, le=3600
     )
     queue_max: int = Field(
-        description="Records waiting for rule evaluation; ingest waits when it is full.",
+        description="Stored records waiting for rule evaluation (records, not batches); ingest "
+        "waits, and holds its acknowledgements, while it is full.",
         ge=100,
         le=1_000_000,
+    )
+    busy_timeout_s: float = Field(
+        description="SQLite: how long a write waits for a lock another process holds before "
+        "the store counts as unavailable (its loop then retries after a back-off).",
+        gt=0,
+        le=300,
     )
 
     @model_validator(mode="after")
@@ -293,6 +312,14 @@ class CamerasSettings(_Section):
     worker_start_timeout_s: float = Field(
         description="How long a worker process may take to start.", ge=1, le=300
     )
+    malloc_mmap_threshold_bytes: int = Field(
+        description="Allocations this large get memory of their own from the system and give "
+        "it back when freed (glibc's M_MMAP_THRESHOLD, fixed). Decoded frames are a few hundred "
+        "KB; left to glibc's moving threshold they fragment the heap and a worker grows about "
+        "0.3 MiB a minute. 0 keeps glibc's default.",
+        ge=0,
+        le=32 * 2**20,
+    )
 
 
 class PathSettings(_Section):
@@ -356,13 +383,48 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# MINGLIANG_ variables that are not settings: the file to read, and the test suite's own.
+_OTHER_VARIABLES = frozenset({"MINGLIANG_CONFIG"})
+TEST_PREFIX = "MINGLIANG_TEST_"
+
+
+def _known_key(model: type[BaseModel], keys: list[str], where: str = "") -> str | None:
+    """None if `keys` name a setting of `model`; else what is wrong with them."""
+    key, rest = keys[0], keys[1:]
+    field = model.model_fields.get(key)
+    if field is None:
+        known = ", ".join(model.model_fields)
+        place = f"[{where}] has" if where else "there is"
+        return f"{place} no key {key!r} (known: {known})"
+    kind = field.annotation
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        if not rest:
+            return f"{key!r} is a table: name one of its keys"
+        return _known_key(kind, rest, f"{where}.{key}" if where else key)
+    if rest and typing.get_origin(kind) is not dict:
+        return f"{key!r} has no keys below it"
+    return None
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    """`MINGLIANG_MQTT__PORT=1884` becomes {"mqtt": {"port": "1884"}}; pydantic converts."""
+    """`MINGLIANG_MQTT__PORT=1884` becomes {"mqtt": {"port": "1884"}}; pydantic converts.
+
+    A MINGLIANG_ variable that names no setting is refused, naming it: a misspelt variable
+    silently ignored is a setting an operator believes is in force."""
     tree: dict[str, Any] = {}
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in _OTHER_VARIABLES:
             continue
+        if name.startswith(TEST_PREFIX):
+            continue  # read by the test suite, never by the service
         keys = name[len(ENV_PREFIX) :].lower().split("__")
+        problem = (
+            "settings are named MINGLIANG_<SECTION>__<KEY>, for example MINGLIANG_MQTT__PORT"
+            if len(keys) < 2 or not all(keys)
+            else _known_key(Settings, keys)
+        )
+        if problem is not None:
+            raise ConfigError(f"environment variable {name}: {problem}")
         node = tree
         for key in keys[:-1]:
             node = node.setdefault(key, {})
@@ -374,10 +436,17 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _describe(error: Mapping[str, Any]) -> str:
+    """One problem: the dotted key, what is wrong, and the value unless it is a secret."""
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
-    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+    message = redact(str(error["msg"]))
+    value = error.get("input")
+    if isinstance(value, Mapping | list):
+        return f"{key}: {message}"  # a whole table: its secrets must not be echoed
+    if is_secret_key(key):
+        return f"{key}: {message} (value hidden)"
+    return f"{key}: {message} (got {redact(repr(value))})"
 
 
 def load_settings(

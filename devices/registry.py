@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from config.redact import redact
 from devices.models import CAMERA_TYPES, Device, DeviceType, Metric, Site, SiteKind, Stream
 
 
@@ -97,7 +98,8 @@ def _describe(where: str, exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             parts.append(f"{where}, {key}: unknown field")
         else:
-            parts.append(f"{where}, {key}: {err['msg']} (got {err.get('input')!r})")
+            # A stream's URL may carry a camera's password.
+            parts.append(f"{where}, {key}: {err['msg']} (got {redact(repr(err.get('input')))})")
     return "; ".join(parts)
 
 

@@ -1,24 +1,34 @@
-"""The FastAPI application. Its lifespan runs, in one process and in this order:
+"""Mingliang, the service: its parts made and wired here, in one place, and supervised.
 
-    alert store -> alert engine (rules) -> ingest (MQTT -> InfluxDB) -> MQTT relay of changes
-    -> camera workers and their health monitor -> SSE change feed -> the API
+    alert store (SQLite / PostgreSQL) ----------------------------------------------.
+    ingest (MQTT -> InfluxDB) --records--> alert engine (rules -> outbox -> store)  |
+        ^ points (alert counts, camera health)  |  on_change                        |
+        |                                       v                                   |
+    camera workers <-- pool <-- camera monitor   change feed (SSE), MQTT relay <----'
+                                                 the HTTP API (api/)
 
-and stops them in reverse, so ingest hands its last records to the engine before it stops.
+`Mingliang` is an async context manager: entering makes every part and starts its loops under
+one `Supervisor`; leaving stops them in reverse, so ingest hands its last records to the rules
+and the rules their last signals to the store before the database is closed.
+`create_app` wraps it in the FastAPI application's lifespan.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
-from alerts.engine import AlertEngine
+from alerts.engine import AlertEngine, RecordQueue
 from alerts.feed import ChangeFeed
+from alerts.metrics import AlertMetrics
 from alerts.relay import AlertRelay
-from alerts.store import AlertStore
+from alerts.store import AlertStore, DatabaseUnavailable
 from analytics import camera_watch
 from analytics.rules import load_rules
 from api import alerts, directory, errors, health, rejections, telemetry, video
@@ -29,8 +39,149 @@ from devices.tokens import TokenStore
 from ingest.telemetry.metrics import IngestMetrics
 from ingest.telemetry.pipeline import IngestService
 from ingest.video.monitor import CameraMonitor
-from ingest.video.pool import CameraPool
-from timeseries.influx import InfluxQueryClient
+from ingest.video.pool import CameraPool, WorkerExited, WorkerUnavailable
+from service.supervisor import Supervisor
+from timeseries.influx import InfluxQueryClient, InfluxUnavailable
+
+log = logging.getLogger(__name__)
+
+# Failures whose message says it all: logged without a traceback.
+EXPECTED_FAILURES = (DatabaseUnavailable, InfluxUnavailable, WorkerExited, WorkerUnavailable)
+
+
+class Mingliang:
+    """The service's parts, made and started in order; `state` is what the API needs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        run_ingest: bool = True,
+        log_level: str = "warning",
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._run_ingest = run_ingest
+        self._log_level = log_level
+        self.metrics = CollectorRegistry()
+        self.supervisor = Supervisor(self.metrics, expected=EXPECTED_FAILURES)
+        self._stack = AsyncExitStack()
+        self.state: AppState | None = None
+
+    async def __aenter__(self) -> AppState:
+        try:
+            self.state = await self._start(self._stack)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self.state
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _start(self, stack: AsyncExitStack) -> AppState:
+        settings, registry, supervisor = self._settings, self._registry, self.supervisor
+        store = AlertStore(
+            settings.alert_store_url, busy_timeout_ms=round(settings.alerts.busy_timeout_s * 1000)
+        )
+        stack.callback(store.close)
+        await asyncio.to_thread(store.create_schema)
+        tokens = TokenStore(store.engine)
+        await asyncio.to_thread(tokens.create_schema)
+
+        feed = ChangeFeed(store)
+        feed_loop = supervisor.task("change-feed", feed.run)
+        stack.push_async_callback(feed_loop.stop)
+        wakers = [feed.nudge]
+
+        def changed() -> None:
+            """Alerts changed (any thread): wake the SSE feed and the relay now."""
+            for wake in wakers:
+                wake()
+
+        influx = InfluxQueryClient(settings.influx)
+        stack.push_async_callback(influx.aclose)
+        ingest: IngestService | None = None
+        engine: AlertEngine | None = None
+        if self._run_ingest:
+            book = load_rules(settings.rules_path, registry)
+            alert_metrics = AlertMetrics(self.metrics)
+            records = RecordQueue(settings.alerts.queue_max, alert_metrics)
+            ingest = IngestService(
+                settings,
+                registry,
+                on_records=records.put,
+                metrics=IngestMetrics(self.metrics),
+                on_connection=records.connection,
+                supervisor=supervisor,
+            )
+            engine = AlertEngine(
+                settings.alerts,
+                registry,
+                book,
+                store,
+                alert_metrics,
+                records,
+                points=ingest.write_points,
+                on_change=changed,
+            )
+            engine.start(supervisor)
+            # Stopped after ingest (callbacks run in reverse), so ingest's last records count.
+            stack.push_async_callback(asyncio.to_thread, engine.stop)
+            ingest.__enter__()
+            # Stopping flushes and acknowledges what was taken: off the event loop.
+            stack.push_async_callback(asyncio.to_thread, ingest.close)
+            relay = AlertRelay(store, ingest.publish)
+            relay_loop = relay.start(supervisor)
+            stack.push_async_callback(asyncio.to_thread, relay_loop.stop)
+            wakers.append(relay.wake)
+
+        pool: CameraPool | None = None
+        monitor: CameraMonitor | None = None
+        if ingest is not None and engine is not None and settings.cameras.workers > 0:
+            pool = await stack.enter_async_context(
+                CameraPool(
+                    settings.cameras,
+                    settings.inventory_path,
+                    streams=list(registry.streams.values()),
+                    log_level=self._log_level,
+                    supervisor=supervisor,
+                )
+            )
+            still_offline = await asyncio.to_thread(
+                store.devices_with_unresolved, [camera_watch.KIND], rule=camera_watch.RULE
+            )
+            monitor = CameraMonitor(
+                settings.cameras,
+                registry,
+                pool,
+                ingest.write_points,
+                engine.submit_signals,
+                offline_at_start=still_offline,
+            )
+            monitor_loop = supervisor.task("camera-health", monitor.run)
+            stack.push_async_callback(monitor_loop.stop)
+
+        return AppState(
+            settings=settings,
+            registry=registry,
+            influx=influx,
+            ingest=ingest,
+            alerts=store,
+            tokens=tokens,
+            feed=feed,
+            changed=changed,
+            supervisor=supervisor,
+            metrics=self.metrics,
+            cameras=pool,
+            camera_monitor=monitor,
+        )
 
 
 def create_app(
@@ -40,108 +191,23 @@ def create_app(
     run_ingest: bool = True,
     log_level: str = "warning",
 ) -> FastAPI:
+    """The HTTP API with the whole service behind it (`run_ingest=False`: the API alone)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            store = AlertStore(settings.alert_store_url)
-            stack.callback(store.close)
-            await asyncio.to_thread(store.create_schema)
-            tokens = TokenStore(store.engine)
-            await asyncio.to_thread(tokens.create_schema)
-            feed = ChangeFeed(store)
-            wakers = [feed.nudge]
-
-            def changed() -> None:
-                for wake in wakers:
-                    wake()
-
-            service: IngestService | None = None
-            engine: AlertEngine | None = None
-            if run_ingest:
-                book = load_rules(settings.rules_path, registry)
-                metrics = IngestMetrics()
-                engine = AlertEngine(
-                    settings.alerts,
-                    registry,
-                    book,
-                    store,
-                    metrics,
-                    # Late-bound: the service is made next, and needs the engine first.
-                    write_lines=lambda lines: service.write_lines(lines) if service else None,
-                    on_change=changed,
-                )
-                stack.enter_context(engine)
-                service = IngestService(
-                    settings,
-                    registry,
-                    on_records=engine.submit,
-                    metrics=metrics,
-                    on_connection=engine.connection,
-                )
-                service.__enter__()
-                # Stopping flushes and acknowledges what was taken: off the event loop.
-                stack.push_async_callback(asyncio.to_thread, service.close)
-                relay = AlertRelay(store, service.publish)
-                stack.enter_context(relay)
-                wakers.append(relay.wake)
-
-            pool: CameraPool | None = None
-            monitor: CameraMonitor | None = None
-            if run_ingest and settings.cameras.workers > 0:
-                assert engine is not None and service is not None
-                pool = await stack.enter_async_context(
-                    CameraPool(
-                        settings.cameras,
-                        settings.inventory_path,
-                        streams=list(registry.streams.values()),
-                        log_level=log_level,
-                    )
-                )
-                still_offline = await asyncio.to_thread(
-                    store.devices_with_unresolved, [camera_watch.KIND], rule=camera_watch.RULE
-                )
-                monitor = CameraMonitor(
-                    settings.cameras,
-                    registry,
-                    pool,
-                    service.write_lines,
-                    engine.submit_signals,
-                    offline_at_start=still_offline,
-                )
-                watcher = asyncio.create_task(monitor.run())
-                stack.push_async_callback(_cancel, watcher)
-
-            feeder = asyncio.create_task(feed.run())
-            stack.push_async_callback(_cancel, feeder)
-            influx = InfluxQueryClient(settings.influx)
-            stack.push_async_callback(influx.aclose)
-            app.state.mingliang = AppState(
-                settings,
-                registry,
-                influx,
-                service,
-                store,
-                tokens,
-                feed,
-                changed,
-                pool,
-                monitor,
-            )
+        async with Mingliang(
+            settings, registry, run_ingest=run_ingest, log_level=log_level
+        ) as state:
+            app.state.mingliang = state
             yield
 
     app = FastAPI(
         title="Mingliang",
         summary="Ingestion and analytics backend for sunshine kitchens and street cameras",
-        version="0.2.0",
+        version="0.3.0",
         lifespan=lifespan,
     )
     errors.install(app)
     for module in (health, directory, telemetry, alerts, rejections, video):
         app.include_router(module.router)
     return app
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

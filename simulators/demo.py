@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import io
 import ipaddress
 import os
@@ -120,7 +121,14 @@ def child(name: str, args: Sequence[str], log_dir: Path) -> Iterator[subprocess.
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Ctrl-C reaches the demo alone, which then stops its children in order; a child
+            # that exits meanwhile is a real failure, not the user's Ctrl-C.
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,
         )
     print(f"{name + ':':9} started (pid {proc.pid}), log in {log_path}")
     try:
@@ -133,6 +141,15 @@ def child(name: str, args: Sequence[str], log_dir: Path) -> Iterator[subprocess.
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _stop_with_parent() -> None:
+    """In the child before it runs: SIGTERM when the demo dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _tail(path: Path, lines: int = 8) -> str:

@@ -1,22 +1,28 @@
-"""Local Mosquitto and InfluxDB processes, each in a folder of its own.
+"""Local Mosquitto, InfluxDB and PostgreSQL processes, each in a folder of its own.
 
 Used by the tests and benchmarks (free loopback ports, temporary folders) and by the demo when
 no broker or database answers at the configured address. The Debian packages provide the
-binaries (`mosquitto`, `influxdb`); nothing here installs them.
+binaries (`mosquitto`, `influxdb`, `postgresql`); nothing here installs them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import httpx
+import psycopg
 
 
 class ServiceError(Exception):
@@ -94,7 +100,10 @@ class _Process:
                 raise ServiceError(f"{self.name} did not answer on {self.host}:{self.port}")
             time.sleep(0.05)  # polling a child's readiness, not synchronising with our code
 
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+    stop_signal = signal.SIGTERM
+
+    def stop(self, sig: signal.Signals | None = None) -> None:
+        sig = sig or self.stop_signal
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -116,7 +125,7 @@ class _Process:
             return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
-    def __enter__(self) -> _Process:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -186,3 +195,83 @@ class Influxd(_Process):
             "[continuous_queries]\n  enabled = false\n"
         )
         return [_binary("influxd", "influxdb"), "-config", str(conf)]
+
+
+class Postgres(_Process):
+    """A PostgreSQL server of its own: `initdb` at first start, trust authentication for
+    `postgres` on loopback, the data under `workdir/data`. PostgreSQL refuses to run as root:
+    as root, the server runs as the `postgres` account, its folder in a place that account can
+    reach (a root-only temporary folder is not one)."""
+
+    name = "postgres"
+    stop_signal = signal.SIGINT  # "fast": ends open sessions instead of waiting for them
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self._owned: Path | None = None
+        if os.geteuid() == 0:
+            self._owned = Path(tempfile.mkdtemp(prefix="mingliang-postgres-"))
+            workdir = self._owned
+        super().__init__(workdir, host, port)
+        self.data = self.workdir / "data"
+        self.log_path = self.workdir / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        """A SQLAlchemy URL of its `postgres` database."""
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/postgres"
+
+    def _as_owner(self, command: list[str]) -> list[str]:
+        if self._owned is None:
+            return command
+        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", *command]
+
+    def _command(self) -> list[str]:
+        if not (self.data / "PG_VERSION").exists():
+            if self._owned is not None:
+                account = pwd.getpwnam("postgres")
+                os.chown(self.workdir, account.pw_uid, account.pw_gid)
+            initdb = [_pg_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"]
+            initdb += ["-E", "UTF8", "--locale=C", "--no-sync"]
+            result = subprocess.run(
+                self._as_owner(initdb), capture_output=True, text=True, check=False
+            )
+            if result.returncode != 0:
+                raise ServiceError(f"initdb failed: {result.stderr.strip()[-500:]}")
+        settings = {
+            "listen_addresses": self.host,
+            "unix_socket_directories": str(self.workdir),
+            # A throw-away server: durability comes from the tests' own checks, not fsync.
+            "fsync": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+        }
+        command = [_pg_binary("postgres"), "-D", str(self.data), "-p", str(self.port)]
+        for key, value in settings.items():
+            command += ["-c", f"{key}={value}"]
+        return self._as_owner(command)
+
+    def _ready(self) -> bool:
+        try:
+            with psycopg.connect(
+                host=self.host,
+                port=self.port,
+                user="postgres",
+                dbname="postgres",
+                connect_timeout=1,
+            ):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def remove(self) -> None:
+        """Stop, and delete the folder it made for itself as root."""
+        self.stop()
+        if self._owned is not None:
+            shutil.rmtree(self._owned, ignore_errors=True)
+
+
+def _pg_binary(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if found:
+        return found[-1]  # the newest installed major version
+    return _binary(name, "postgresql")

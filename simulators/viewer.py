@@ -26,6 +26,11 @@ class WhepViewer:
         self.latest: av.VideoFrame | None = None
         self.arrived = asyncio.Condition()
 
+    @property
+    def location(self) -> str | None:
+        """The session's URL (DELETE ends it), once connected."""
+        return self._location
+
     async def connect(self) -> None:
         self._pc.addTransceiver("video", direction="recvonly")
 

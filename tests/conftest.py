@@ -1,4 +1,5 @@
-"""Real services for the tests: a Mosquitto broker and an InfluxDB 1.x server on free ports."""
+"""Real services for the tests: Mosquitto, InfluxDB 1.x and PostgreSQL on free loopback ports,
+each in a temporary folder, started for the session and stopped after it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from devices.registry import Registry, load_registry
-from simulators.local_services import Influxd, Mosquitto
-from tests.pg import postgres_database, reset_database
+from simulators.local_services import Influxd, Mosquitto, Postgres
+from tests.pg import postgres_server, reset_database, temporary_database
 from tests.support import ManualClock
 
 INVENTORY = Path(__file__).resolve().parent.parent / "config" / "inventory" / "inventory.toml"
@@ -40,7 +41,16 @@ def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
         yield server
 
 
-postgres_url = postgres_database("mingliang_test")
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: Postgres) -> Iterator[str]:
+    with temporary_database(postgres) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 
 from alerts.store.records import DatabaseUnavailable
+from config.redact import redact
 
 _WRITE: Final = "mingliang_write"
 
@@ -48,8 +49,8 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000) -> Engine:
     """An engine for `url`: ``sqlite:////abs/path.db`` or ``postgresql+psycopg://...``."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ValueError(f"not a database URL: {url!r}") from exc
+    except ArgumentError:
+        raise ValueError(f"not a database URL: {redact(repr(url))}") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if sqlite3.sqlite_version_info < (3, 35, 0):
@@ -115,7 +116,7 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
             with conn.begin():
                 yield conn
     except (OperationalError, InterfaceError) as exc:
-        raise DatabaseUnavailable(f"the database did not answer: {exc.orig}") from exc
+        raise DatabaseUnavailable(f"the database did not answer: {redact(str(exc.orig))}") from exc
 
 
 def upsert(engine: Engine, table: Table) -> sqlite.Insert | postgresql.Insert:

@@ -21,20 +21,26 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Engine,
+    QueuePool,
     Row,
     and_,
     case,
+    cast,
     delete,
     func,
     insert,
+    literal,
+    or_,
     select,
     tuple_,
     update,
@@ -170,7 +176,13 @@ class AlertStore:
         """The pooled engine, for stores that share the database (devices.tokens)."""
         return self._engine
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 5.0) -> None:
+        """Close the pool once the queries other threads have in flight are done (up to
+        `wait_s`): a connection handed back to a closed pool would never be closed."""
+        pool = self._engine.pool
+        deadline = time.monotonic() + wait_s
+        while isinstance(pool, QueuePool) and pool.checkedout() and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling the pool: its connections come back from other threads
         self._engine.dispose()
 
     def create_schema(self) -> None:
@@ -363,25 +375,47 @@ class AlertStore:
             for severity, after in mapping.items():
                 if after <= 0:
                     raise ValueError(f"{severity}: interval must be positive, got {after}")
-        severities = {Severity(s).value for s in (*remind_after_ms, *escalate_after_ms)}
-        if not severities:
-            return []
         remind = {Severity(s): v for s, v in remind_after_ms.items()}
         escalate = {Severity(s): v for s, v in escalate_after_ms.items()}
-        shortest = min((*remind.values(), *escalate.values()))
+        # Only the alerts that are due, found by the database: a district has thousands of
+        # open alerts, and this runs every 30 s.
+        due_terms: list[ColumnElement[bool]] = []
+        for severity in sorted({*remind, *escalate}, key=lambda s: s.rank):
+            terms: list[ColumnElement[bool]] = []
+            every = remind.get(severity)
+            if every is not None:
+                terms.append(
+                    and_(
+                        alerts.c.first_seen_ms <= now_ms - every,
+                        or_(
+                            alerts.c.last_reminded_ms.is_(None),
+                            alerts.c.last_reminded_ms <= now_ms - every,
+                        ),
+                    )
+                )
+            limit = escalate.get(severity)
+            if limit is not None:
+                # BIGINT throughout: epoch milliseconds do not fit PostgreSQL's integer.
+                level = cast(alerts.c.escalation_level, BigInteger)
+                terms.append(
+                    alerts.c.first_seen_ms
+                    <= literal(now_ms, BigInteger) - (level + 1) * literal(limit, BigInteger)
+                )
+            due_terms.append(and_(alerts.c.severity == severity.value, or_(*terms)))
+        if not due_terms:
+            return []
         query = (
             select(alerts)
-            .where(
-                alerts.c.status == Status.OPEN.value,
-                alerts.c.severity.in_(sorted(severities)),
-                alerts.c.first_seen_ms <= now_ms - shortest,
-            )
+            .where(alerts.c.status == Status.OPEN.value, or_(*due_terms))
             .order_by(alerts.c.first_seen_ms, alerts.c.id)
         )
+        with transaction(self._engine, write=False) as conn:
+            candidates = [Alert.from_mapping(row._mapping) for row in conn.execute(query)]
+        if not candidates:
+            return []
         with transaction(self._engine, write=True) as conn:
             due: list[tuple[Alert, list[ChangeAction]]] = []
-            for row in conn.execute(query):
-                alert = Alert.from_mapping(row._mapping)
+            for alert in candidates:
                 age = now_ms - alert.first_seen_ms
                 values: dict[str, Any] = {}
                 actions: list[ChangeAction] = []
@@ -396,6 +430,7 @@ class AlertStore:
                     actions.append(ChangeAction.ESCALATED)
                 if not actions:
                     continue
+                # Only if nobody acknowledged, reminded or escalated it since it was read.
                 guard = and_(
                     alerts.c.last_reminded_ms.is_not_distinct_from(last),
                     alerts.c.escalation_level == alert.escalation_level,

@@ -18,7 +18,7 @@ from analytics.rules.config import (
     ThresholdRule,
     load_rules,
 )
-from analytics.rules.engine import EngineStats, RuleEngine, SnapshotError
+from analytics.rules.engine import EngineStats, RuleEngine, RuleFailure, SnapshotError
 from analytics.rules.schedule import Schedule, Window
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Rule",
     "RuleBook",
     "RuleEngine",
+    "RuleFailure",
     "RulesError",
     "Schedule",
     "ScheduleSpec",

@@ -2,6 +2,8 @@
 
 Pure: no clock, no I/O. The caller passes time (`on_tick(now_ms)`) and persists progress by
 applying `dirty()` after each call; `RuleEngine.restore` rebuilds an engine from the result.
+A rule that raises is skipped for that input and reported by `take_failures()`; the other
+rules of the device go on.
 
 Cost: a reading touches only its device's rule instances; a tick pops the instances whose
 next transition is due from a heap, so it costs nothing while nothing is due. An instance has
@@ -102,6 +104,16 @@ class _Orphan:
     rule: str
 
 
+@dataclass(frozen=True, slots=True)
+class RuleFailure:
+    """A rule that raised: how often since the last `take_failures`, and the newest case."""
+
+    rule: str
+    count: int
+    device_id: str
+    error: str
+
+
 @dataclass(frozen=True)
 class EngineStats:
     instances: int = 0
@@ -129,6 +141,7 @@ class RuleEngine:
     _dropped: int = field(default=0, init=False, repr=False)
     # Since when ingest has been listening without a break (see resume()).
     _listening_since: int = field(default=0, init=False, repr=False)
+    _failures: dict[str, RuleFailure] = field(default_factory=dict, init=False, repr=False)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -147,7 +160,10 @@ class RuleEngine:
         out: list[Signal] = []
         for inst in dev.instances:
             before = inst.fingerprint()
-            inst.check.on_reading(inst, ts_ms, values, out)
+            try:
+                inst.check.on_reading(inst, ts_ms, values, out)
+            except Exception as exc:  # one broken rule must not silence the others
+                self._failed(inst, exc)
             self._not_before_listening(inst)
             if inst.fingerprint() != before:
                 self._changed(inst, ts_ms)
@@ -158,7 +174,10 @@ class RuleEngine:
         out: list[Signal] = []
         for inst in self._device(device).instances:
             before = inst.fingerprint()
-            inst.check.on_status(inst, ts_ms, online, out)
+            try:
+                inst.check.on_status(inst, ts_ms, online, out)
+            except Exception as exc:
+                self._failed(inst, exc)
             self._not_before_listening(inst)
             if inst.fingerprint() != before:
                 self._changed(inst, ts_ms)
@@ -178,10 +197,13 @@ class RuleEngine:
                 continue  # superseded by an earlier entry that has already been handled
             inst.wake = None
             before = inst.fingerprint()
-            inst.check.advance(inst, now_ms, out)
-            if inst.fingerprint() != before:
-                self._dirty[inst.key] = inst
-            self._schedule(inst, now_ms)
+            try:
+                inst.check.advance(inst, now_ms, out)
+                if inst.fingerprint() != before:
+                    self._dirty[inst.key] = inst
+                self._schedule(inst, now_ms)
+            except Exception as exc:
+                self._failed(inst, exc)  # not scheduled again: a reading will wake it
         return out
 
     def resume(self, now_ms: int) -> None:
@@ -297,6 +319,12 @@ class RuleEngine:
 
     # -- introspection -----------------------------------------------------------------------
 
+    def take_failures(self) -> list[RuleFailure]:
+        """Rules that raised since the last call (the caller logs and counts them)."""
+        failures = list(self._failures.values())
+        self._failures.clear()
+        return failures
+
     def stats(self) -> EngineStats:
         instances = [i for d in self._devices.values() for i in d.instances]
         return EngineStats(
@@ -313,6 +341,16 @@ class RuleEngine:
         return [i.key for d in self._devices.values() for i in d.instances if i.active]
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _failed(self, inst: Instance, exc: Exception) -> None:
+        rule = inst.check.name
+        before = self._failures.get(rule)
+        self._failures[rule] = RuleFailure(
+            rule,
+            (before.count if before else 0) + 1,
+            inst.source.device_id or inst.source.site_id,
+            f"{type(exc).__name__}: {exc}",
+        )
 
     def _device(self, device: Device) -> _Device:
         dev = self._devices.get(device.device_id)

@@ -1,4 +1,5 @@
-"""Ingest counters in Prometheus form, one registry per service so tests can run several."""
+"""Ingest counters in Prometheus form, in the service's registry (one per service, so tests can
+run several)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 
 class IngestMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
         self.received = Counter(
             "mingliang_ingest_messages_received",
             "MQTT messages received, by channel (telemetry, status, events, other)",
@@ -77,32 +77,20 @@ class IngestMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.alert_backlog = Gauge(
-            "mingliang_alerts_engine_backlog",
-            "Batches of records waiting for rule evaluation",
+        self.internal_dropped = Counter(
+            "mingliang_ingest_internal_points_dropped",
+            "The service's own points (alert counts, camera health) dropped because too many "
+            "were waiting for the writer",
             registry=r,
         )
-        self.rule_seconds = Histogram(
-            "mingliang_alerts_rule_seconds",
-            "Time to evaluate the rules over one batch of records",
-            buckets=_LATENCY_BUCKETS,
+        self.qos0_dropped = Counter(
+            "mingliang_ingest_qos0_dropped",
+            "QoS 0 messages dropped because the writer was too far behind (QoS 1 never is)",
             registry=r,
         )
-        self.rule_ticks = Counter(
-            "mingliang_alerts_rule_ticks",
-            "Clock ticks on which rules were evaluated without a message arriving",
-            registry=r,
-        )
-        self.alerts_raised = Counter(
-            "mingliang_alerts_raised",
-            "Raise signals (new alerts and repeats), by kind",
-            ["kind"],
-            registry=r,
-        )
-        self.alerts_cleared = Counter(
-            "mingliang_alerts_cleared",
-            "Alerts resolved because their condition cleared, by kind",
-            ["kind"],
+        self.rejects_file_errors = Counter(
+            "mingliang_ingest_rejects_file_errors",
+            "Failed writes or rotations of rejects.jsonl or deadletter.jsonl (see the log)",
             registry=r,
         )
         self.ack_latency = Histogram(

@@ -1,10 +1,13 @@
 """The ingest service: MQTT in, validated points durable in InfluxDB or the spool, then acks.
 
     paho thread:   message -> Decoder -> line protocol -> Batcher
-    writer thread: Batcher -> InfluxDB (or spool) -> reject log -> MQTT acks
+    writer thread: Batcher -> InfluxDB (or spool) -> reject log -> alert rules -> MQTT acks
 
-`IngestService` is a context manager: entering starts both threads, leaving stops taking
-messages, makes what was taken durable and acknowledges it, then disconnects.
+`IngestService` is a context manager: entering starts paho's thread and the writer (a
+critical loop of the supervisor, `telemetry-writer`); leaving stops taking messages, makes what
+was taken durable and acknowledges it, then disconnects. Nothing waits on paho's network
+thread: a QoS 1 message never finds the batcher full (Receive Maximum bounds what the broker
+sends), and a QoS 0 flood beyond that bound is dropped and counted.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from ingest.telemetry.points import record_point
 from ingest.telemetry.rejects import RejectLog, make_record
 from ingest.telemetry.spool import Spool
 from ingest.telemetry.writer import Writer, WriterLoop
+from service.supervisor import Supervisor, ThreadLoop
 from timeseries.influx import InfluxWriteClient
 from timeseries.lineprotocol import FieldTypeConflict, FieldTypes, encode_point
 
@@ -53,7 +56,6 @@ class Health:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "status": "ok" if self.ok and self.influx_up else "degraded" if self.ok else "down",
             "mqtt": {"connected": self.mqtt_connected},
             "influx": {"up": self.influx_up},
             "writer": {"alive": self.writer_alive, "pending_messages": self.pending_messages},
@@ -86,17 +88,27 @@ class IngestService:
         on_records: Callable[[Sequence[Record]], None] | None = None,
         metrics: IngestMetrics | None = None,
         on_connection: Callable[[bool], None] = lambda up: None,
+        supervisor: Supervisor | None = None,
     ) -> None:
-        """`on_records` receives every batch of stored records, in order, and `on_connection`
-        hears whenever the broker connection comes up or goes down: both for the alert engine."""
+        """`on_records` receives every batch of stored records, in order, before they are
+        acknowledged, and `on_connection` hears whenever the broker connection comes up or
+        goes down (on paho's thread: it must not wait): both for the alert engine. Without a
+        `supervisor`, the service makes its own."""
         self.settings = settings
         self.registry = registry
-        self.metrics = metrics or IngestMetrics()
+        self.supervisor = supervisor or Supervisor()
+        self.metrics = metrics or IngestMetrics(self.supervisor.registry)
         data = settings.data_dir
         self._lock = _lock_data_dir(data)
-        self.rejects = RejectLog(data / "rejects" / "rejects.jsonl", settings.rejects)
+        file_error = self.metrics.rejects_file_errors.inc
+        self.rejects = RejectLog(
+            data / "rejects" / "rejects.jsonl", settings.rejects, on_error=file_error
+        )
         self.dead_letters = RejectLog(
-            data / "rejects" / "deadletter.jsonl", settings.rejects, what="dead-lettered"
+            data / "rejects" / "deadletter.jsonl",
+            settings.rejects,
+            what="dead-lettered",
+            on_error=file_error,
         )
         self._decoder = Decoder(registry, settings.ingest)
         self._field_types = FieldTypes()
@@ -138,12 +150,15 @@ class IngestService:
             self.metrics,
             on_records,
         )
-        self._excerpt = settings.rejects.payload_excerpt_bytes
+        self._writer_loop: ThreadLoop | None = None
+        self._keep = settings.rejects.keep_payload_bytes
 
     # -- life cycle ------------------------------------------------------------------------
 
     def __enter__(self) -> IngestService:
-        self._loop.start()
+        self._writer_loop = self.supervisor.thread(
+            "telemetry-writer", self._loop.run, stop=self._batcher.close, critical=True
+        )
         self._collector.start()
         return self
 
@@ -158,9 +173,15 @@ class IngestService:
     def close(self) -> None:
         # Order matters: stop taking, make what was taken durable and ack it while the
         # connection is still up, then disconnect. Anything not acked is redelivered later.
-        self._batcher.close()
-        self._loop.join(timeout=self.settings.influx.timeout_s * 3)
+        stopped = True
+        if self._writer_loop is not None:
+            stopped = self._writer_loop.stop(timeout=self.settings.influx.timeout_s * 3)
         self._collector.stop()
+        if not stopped:
+            # The writer may still be using them; the process is ending anyway, and the
+            # broker redelivers whatever it did not acknowledge.
+            log.error("the telemetry writer is still busy; leaving its spool and files open")
+            return
         self._client.close()
         self._spool.close()
         self.rejects.close()
@@ -170,20 +191,26 @@ class IngestService:
     def wait_connected(self, timeout: float) -> bool:
         return self._collector.wait_connected(timeout)
 
-    def write_lines(self, lines: list[str]) -> None:
-        """Store points that did not come over MQTT (alert counts), spooled like the rest."""
-        with contextlib.suppress(BatcherClosed):  # stopping: these are recomputed at start
-            self._batcher.put(Pending(received_ns=time.time_ns(), ack=None, lines=lines))
+    def write_points(self, lines: list[str]) -> None:
+        """Store points that did not come over MQTT (alert counts, camera health), spooled like
+        the rest. Never waits: beyond their own bound the oldest are dropped, and counted."""
+        try:
+            dropped = self._batcher.offer(lines)
+        except BatcherClosed:
+            return  # stopping: these are recomputed at the next start
+        if dropped:
+            self.metrics.internal_dropped.inc(dropped)
 
     def publish(self, topic: str, payload: bytes) -> bool:
         """Publish at QoS 1 on ingest's MQTT connection; True once the broker has it."""
         return self._collector.publish(topic, payload)
 
     def health(self) -> Health:
+        alive = self._writer_loop is not None and self._writer_loop.status().up
         return Health(
             mqtt_connected=self._collector.connected,
             influx_up=self._writer.influx_up,
-            writer_alive=self._loop.failed is None,
+            writer_alive=alive,
             spool_points=self._spool.pending_points,
             spool_bytes=self._spool.pending_bytes,
             pending_messages=len(self._batcher),
@@ -196,33 +223,41 @@ class IngestService:
         channel = parts[-1] if parts[-1] in _CHANNELS else "other"
         self.metrics.received.labels(channel).inc()
         item = Pending(received_ns=msg.received_ns, ack=msg.ack)
+        problems: list[tuple[str, str]] = []
         try:
-            self._decode(msg, item)
+            self._decode(msg, item, problems)
         except Exception as exc:  # a bug must not kill paho's thread; keep the evidence
             log.exception("internal error decoding a message on %s", msg.topic)
-            self._reject(item, msg, "internal_error", repr(exc))
+            self.metrics.rejected.labels("internal_error").inc()
+            problems.append(("internal_error", repr(exc)))
+            item.lines.clear()
+            item.records.clear()
+        if problems:
+            item.rejects.append(
+                make_record(problems, msg.topic, msg.payload, msg.received_ns, self._keep)
+            )
         # Stopping: not acknowledged, so the broker redelivers it after the restart.
         with contextlib.suppress(BatcherClosed):
-            self._batcher.put(item)
+            # QoS 1 never finds it full (Receive Maximum); a QoS 0 flood is dropped, counted.
+            if not self._batcher.put(item, wait=item.ack is not None):
+                self.metrics.qos0_dropped.inc()
 
-    def _decode(self, msg: MqttMessage, item: Pending) -> None:
+    def _decode(self, msg: MqttMessage, item: Pending, problems: list[tuple[str, str]]) -> None:
         decoded = self._decoder.decode(msg.topic, msg.payload, msg.received_ns)
         for rejection in decoded.rejections:
-            self._reject(item, msg, rejection.reason.value, rejection.detail)
+            self._reject(problems, rejection.reason.value, rejection.detail)
         for record in decoded.records:
             point = record_point(record)
             try:
                 line = encode_point(point)
                 self._field_types.claim(point.measurement, point.fields)
             except FieldTypeConflict as exc:
-                self._reject(item, msg, RejectReason.TYPE_CONFLICT.value, str(exc))
+                self._reject(problems, RejectReason.TYPE_CONFLICT.value, str(exc))
                 continue
             item.lines.append(line)
             item.records.append(record)
             self.metrics.records.inc()
 
-    def _reject(self, item: Pending, msg: MqttMessage, reason: str, detail: str) -> None:
+    def _reject(self, problems: list[tuple[str, str]], reason: str, detail: str) -> None:
         self.metrics.rejected.labels(reason).inc()
-        item.rejects.append(
-            make_record(reason, detail, msg.topic, msg.payload, msg.received_ns, self._excerpt)
-        )
+        problems.append((reason, detail))

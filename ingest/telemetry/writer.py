@@ -10,7 +10,6 @@ point per series and time stamp.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -106,9 +105,11 @@ class Writer:
         self._metrics.written.labels(path).inc(len(lines))
 
     def _dead_letter(self, line: bytes, reason: str) -> None:
+        record = make_record([("influx_rejected", reason)], "", line, time.time_ns(), len(line))
+        if not self._dead_letters.add([record]):
+            # Not acknowledged then: the broker keeps the message until the disk takes it.
+            raise SpoolIOError(f"cannot keep a point InfluxDB refused in {self._dead_letters.path}")
         self._metrics.dead_lettered.inc()
-        record = make_record("influx_rejected", reason, "", line, time.time_ns(), len(line))
-        self._dead_letters.add([record])
 
     def _mark_up(self, up: bool, error: Exception | None = None) -> None:
         if up:
@@ -178,14 +179,19 @@ class Writer:
 
 
 class WriterLoop:
-    """The writer thread: take due batches, make them durable, then acknowledge them."""
+    """The writer thread's body: take due batches, make them durable, then acknowledge them.
+
+    `run` is started by the supervisor, and again after a failure: a batch that was in hand
+    when it failed is handled first on the next run (writing a point twice is harmless), so a
+    failure costs time, never messages.
+    """
 
     def __init__(
         self,
         writer: Writer,
         batcher: Batcher,
         rejects: RejectLog,
-        ack: Callable[[Sequence[Ack]], object],
+        ack: Callable[[Sequence[Ack]], int],
         metrics: IngestMetrics,
         on_records: Callable[[Sequence[Record]], None] | None = None,
     ) -> None:
@@ -195,33 +201,25 @@ class WriterLoop:
         self._ack = ack
         self._metrics = metrics
         self._on_records = on_records
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
-        self.failed: BaseException | None = None
+        self._in_hand: list[Pending] = []
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        try:
-            self._writer.connect()
-            while True:
-                backlog = not self._writer.spool.empty
-                wait = self._writer.retry_in() if backlog else 1.0
-                batch = self._batcher.take(timeout=wait)
-                if batch:
-                    self._handle(batch)
-                elif self._batcher.closed and not len(self._batcher):
-                    return
-                while self._writer.drain_one():
-                    if len(self._batcher):
-                        break  # keep new messages flowing while a long backlog replays
-        except BaseException as exc:  # the service must see a dead writer, not hang
-            self.failed = exc
-            log.critical("ingest writer stopped: %r", exc, exc_info=True)
-            raise
+    def run(self) -> None:
+        """Until the batcher is closed and empty."""
+        self._writer.connect()
+        if self._in_hand:
+            self._handle(self._in_hand)
+        while True:
+            backlog = not self._writer.spool.empty
+            wait = self._writer.retry_in() if backlog else 1.0
+            batch = self._batcher.take(timeout=wait)
+            if batch:
+                self._in_hand = batch
+                self._handle(batch)
+            elif self._batcher.closed and not len(self._batcher):
+                return
+            while self._writer.drain_one():
+                if len(self._batcher):
+                    break  # keep new messages flowing while a long backlog replays
 
     def _handle(self, batch: list[Pending]) -> None:
         lines = [line for item in batch for line in item.lines]
@@ -237,17 +235,24 @@ class WriterLoop:
                     log.error(
                         "stopping with %d messages not durable; the broker keeps them", len(batch)
                     )
+                    self._in_hand = []
                     return
                 log.error("cannot spool, holding messages at the broker: %s", exc)
                 if not self._writer.drain_one():
                     time.sleep(max(0.1, self._writer.retry_in()))  # wait for InfluxDB to return
         self._metrics.batch_seconds.observe(time.monotonic() - started)
-        self._rejects.add([r for item in batch for r in item.rejects])
+        kept = self._rejects.add([r for item in batch for r in item.rejects])
         if self._on_records is not None:
             self._on_records([r for item in batch for r in item.records])
-        acks = [item.ack for item in batch if item.ack is not None]
-        self._ack(acks)
+        # A refused message is acknowledged only once the rejects file has it: until then
+        # the broker's copy is the only one.
+        acks = [i.ack for i in batch if i.ack is not None and (kept or not i.rejects)]
+        if not kept:
+            log.error("refused messages not kept on disk; left unacknowledged with the broker")
+        self._metrics.acked.inc(self._ack(acks))
+        self._in_hand = []
         now_ns = time.time_ns()
         for item in batch:
-            self._metrics.ack_latency.observe((now_ns - item.received_ns) / 1e9)
+            if item.ack is not None:
+                self._metrics.ack_latency.observe((now_ns - item.received_ns) / 1e9)
         self._metrics.pending.set(len(self._batcher))

@@ -22,7 +22,6 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import av
 from aiortc import (
@@ -41,6 +40,7 @@ from devices.registry import Registry
 from ingest.video.frames import Frame, FrameSlot
 from ingest.video.rtsp import RtspPuller
 from ingest.video.sampler import FrameConsumer, FrameSampler
+from ingest.video.stats import CameraStats
 
 log = logging.getLogger(__name__)
 
@@ -73,30 +73,15 @@ class UnknownSession(VideoError):
     pass
 
 
+class NotYours(VideoError):
+    """The session belongs to another viewer."""
+
+
+ANY_OWNER = "*"  # an administrator: may end any viewer's session
+
+
 # Bytes received on the transport, RTP packets received and lost, jitter in ms.
 TransportFigures = tuple[int, int | None, int | None, float | None]
-
-
-@dataclass(frozen=True, slots=True)
-class CameraStats:
-    """A camera's counters as a worker reports them; totals since the worker started."""
-
-    camera_id: str
-    site_id: str
-    transport: str | None  # "whip", "rtsp", or None while nothing feeds it
-    connected: bool
-    frames_decoded: int
-    frames_skipped: int  # replaced in the analytics slot before analytics took them
-    bytes_received: int
-    packets_received: int | None
-    packets_lost: int | None
-    jitter_ms: float | None
-    width: int | None
-    height: int | None
-    last_frame_ms: int | None  # wall clock of the newest decoded frame
-    viewers: int
-    takeovers: int
-    reconnects: int
 
 
 class ViewerTrack(MediaStreamTrack):
@@ -142,6 +127,7 @@ class CameraFeed:
         self.slot = FrameSlot(camera_id)
         self.viewers: set[ViewerTrack] = set()
         self.mjpeg_viewers = 0
+        self.joining = 0  # WHEP viewers admitted whose answer is still being made
         self.transport: str | None = None
         self.takeovers = 0
         self.reconnects = 0
@@ -184,7 +170,7 @@ class CameraFeed:
         return self.publisher is not None or bool(self.rtsp_connected and self.rtsp_connected())
 
     def viewer_count(self) -> int:
-        return len(self.viewers) + self.mjpeg_viewers
+        return len(self.viewers) + self.mjpeg_viewers + self.joining
 
     async def stats(self) -> CameraStats:
         packets = lost = None
@@ -307,11 +293,12 @@ class PublishSession(_PeerSession):
 
 
 class ViewSession(_PeerSession):
-    """One WHEP viewer of a camera."""
+    """One WHEP viewer of a camera; `owner` is who may end it (besides an administrator)."""
 
-    def __init__(self, feed: CameraFeed, on_end: Callable[[ViewSession], None]) -> None:
+    def __init__(self, feed: CameraFeed, owner: str, on_end: Callable[[ViewSession], None]) -> None:
         super().__init__(feed)
         self.track = ViewerTrack(feed)
+        self.owner = owner
         self._on_end = on_end
 
     async def answer(self, offer_sdp: str) -> str:
@@ -454,23 +441,33 @@ class CameraHub:
                 f"(cameras.viewers_per_worker); try later"
             )
 
-    async def view(self, camera_id: str, offer_sdp: str) -> tuple[str, str]:
-        """Accept a WHEP offer: (session id, SDP answer)."""
+    async def view(self, camera_id: str, offer_sdp: str, owner: str) -> tuple[str, str]:
+        """Accept a WHEP offer: (session id, SDP answer).
+
+        The place is taken before the answer is made (which awaits), so that offers arriving
+        together cannot all pass the caps."""
         feed = self.feed(camera_id)
         self._admit_viewer(feed)
-        session = ViewSession(feed, self._view_ended)
+        feed.joining += 1
         try:
-            answer = await session.answer(offer_sdp)
-        except BaseException:
-            await session.close()
-            raise
+            session = ViewSession(feed, owner, self._view_ended)
+            try:
+                answer = await session.answer(offer_sdp)
+            except BaseException:
+                await session.close()
+                raise
+        finally:
+            feed.joining -= 1
         self._views[session.id] = session
         return session.id, answer
 
-    async def unview(self, camera_id: str, session_id: str) -> None:
+    async def unview(self, camera_id: str, session_id: str, owner: str) -> None:
+        """End a viewing session; only its owner, or ANY_OWNER, may."""
         session = self._views.get(session_id)
         if session is None or session.feed.camera_id != camera_id:
             raise UnknownSession(f"no viewing session {session_id!r} for {camera_id!r}")
+        if owner not in (session.owner, ANY_OWNER):
+            raise NotYours(f"viewing session {session_id!r} was started by someone else")
         await session.close()
 
     def _view_ended(self, session: ViewSession) -> None:

@@ -5,17 +5,19 @@ request reaches the API process, which checks the token and forwards the SDP to 
 loopback; the answer carries the owner's ICE candidates, so media then flows straight between
 the peer and the owner.
 
-When a worker dies, its sessions die with it: the pool starts a new one (waiting a little
-longer after each crash in a row), publishers reconnect and re-offer (WHIP clients retry), and
-pulled cameras are pulled again by the new worker. Until it is back, requests for its cameras
-get 503 with the reason, and its cameras go offline after `offline_after_s` like any camera
-that stopped sending.
+Each worker is kept running by a loop of the service's supervisor (`camera-worker-N`): a
+worker that exits, or cannot be started, is a failure of that loop, logged, counted and
+restarted after the supervisor's back-off, like any other loop. Its sessions die with it;
+publishers reconnect and re-offer (WHIP clients retry), and pulled cameras are pulled again by
+the new worker. Until it is back, requests for its cameras get 503 with the reason, and its
+cameras go offline after `offline_after_s` like any camera that stopped sending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -24,21 +26,24 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from config.settings import CamerasSettings
 from devices.models import Stream
+from ingest.video.stats import WorkerStats
 from ingest.video.worker import KEY_HEADER, WorkerSpec, owner_index
+from service.supervisor import Supervisor, TaskLoop
 
 log = logging.getLogger(__name__)
-
-_RESTART_MAX_S = 30.0
 
 
 class WorkerUnavailable(Exception):
     """The owner of a camera is not running right now."""
+
+
+class WorkerExited(Exception):
+    """A camera worker process ended; its loop restarts it."""
 
 
 @dataclass
@@ -47,7 +52,6 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     port: int | None = None
     starts: int = 0
-    crashes_in_a_row: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -65,6 +69,7 @@ class CameraPool:
         *,
         streams: list[Stream] | None = None,
         log_level: str = "warning",
+        supervisor: Supervisor | None = None,
     ) -> None:
         if settings.workers < 1:
             raise ValueError("a camera pool needs at least one worker")
@@ -77,8 +82,8 @@ class CameraPool:
         self._client = httpx.AsyncClient(
             headers={KEY_HEADER: self._key}, timeout=httpx.Timeout(30.0, connect=5.0)
         )
-        self._supervisors: list[asyncio.Task[None]] = []
-        self._closing = False
+        self._supervisor = supervisor or Supervisor()
+        self._loops: list[TaskLoop] = []
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -88,16 +93,15 @@ class CameraPool:
         except BaseException:
             await self.__aexit__()
             raise
-        self._supervisors = [asyncio.create_task(self._supervise(w)) for w in self.workers]
+        self._loops = [
+            self._supervisor.task(f"camera-worker-{w.index}", functools.partial(self._keep, w))
+            for w in self.workers
+        ]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._closing = True
-        for task in self._supervisors:
-            task.cancel()
-        for task in self._supervisors:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for loop in self._loops:
+            await loop.stop()
         await asyncio.gather(*(self._stop(w) for w in self.workers))
         await self._client.aclose()
 
@@ -165,28 +169,16 @@ class CameraPool:
             process.kill()
             await process.wait()
 
-    async def _supervise(self, worker: Worker) -> None:
-        """Restart the worker whenever it exits, backing off while it keeps crashing."""
-        while not self._closing:
-            assert worker.process is not None
-            code = await worker.process.wait()
-            worker.ready.clear()
-            if self._closing:
-                return
-            worker.crashes_in_a_row += 1
-            wait = min(_RESTART_MAX_S, 0.5 * 2 ** (worker.crashes_in_a_row - 1))
-            log.error(
-                "camera worker %d exited with code %s; its sessions are gone; restarting in %.1f s",
-                worker.index,
-                code,
-                wait,
-            )
-            await asyncio.sleep(wait)  # back-off between restarts
-            try:
-                await self._start(worker)
-                worker.crashes_in_a_row = 0
-            except WorkerUnavailable as exc:
-                log.error("%s", exc)
+    async def _keep(self, worker: Worker) -> None:
+        """Start the worker unless it runs, then wait for it to exit: always a failure."""
+        if worker.process is None or worker.process.returncode is not None:
+            await self._start(worker)
+        assert worker.process is not None
+        code = await worker.process.wait()
+        worker.ready.clear()
+        raise WorkerExited(
+            f"camera worker {worker.index} exited with code {code}; its sessions are gone"
+        )
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -194,12 +186,19 @@ class CameraPool:
         return self.workers[owner_index(camera_id, len(self.workers))]
 
     async def request(
-        self, camera_id: str, method: str, path: str, content: bytes | None = None
+        self,
+        camera_id: str,
+        method: str,
+        path: str,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Forward a request to the camera's owner; WorkerUnavailable if it is down."""
         worker = self.owner(camera_id)
         try:
-            return await self._client.request(method, worker.base_url + path, content=content)
+            return await self._client.request(
+                method, worker.base_url + path, content=content, headers=headers
+            )
         except httpx.TransportError as exc:
             raise WorkerUnavailable(f"camera worker {worker.index} is not answering") from exc
 
@@ -218,22 +217,21 @@ class CameraPool:
         finally:
             await response.aclose()
 
-    async def stats(self) -> tuple[list[dict[str, Any]], list[int]]:
-        """Every camera's stats from the workers that answer, and the workers that did not."""
+    async def stats(self) -> tuple[list[WorkerStats], list[int]]:
+        """The figures of the workers that answer, and the indexes of those that did not."""
 
-        async def one(worker: Worker) -> list[dict[str, Any]] | None:
+        async def one(worker: Worker) -> WorkerStats | None:
             try:
                 response = await self._client.get(worker.base_url + "/stats", timeout=10)
                 response.raise_for_status()
-                found: list[dict[str, Any]] = response.json()
-                return found
             except (WorkerUnavailable, httpx.HTTPError):
                 return None
+            return WorkerStats.model_validate_json(response.content)
 
         results = await asyncio.gather(*(one(w) for w in self.workers))
-        merged = [item for result in results if result for item in result]
+        answered = [result for result in results if result is not None]
         down = [w.index for w, result in zip(self.workers, results, strict=True) if result is None]
-        return merged, down
+        return answered, down
 
     def pids(self) -> Mapping[int, int]:
         return {

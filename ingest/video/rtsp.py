@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import urllib.parse
 from typing import Protocol
 
 import av
 
+from config.redact import redact
 from config.settings import CamerasSettings
 
 log = logging.getLogger(__name__)
@@ -26,19 +28,12 @@ class FrameSink(Protocol):
     def deliver(self, image: av.VideoFrame, nbytes: int = 0) -> None: ...
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
-
-
 class RtspPuller:
     def __init__(self, url: str, sink: FrameSink, settings: CamerasSettings) -> None:
         self.url = url
+        # FFmpeg's messages quote the URL, password included: every message is redacted.
+        self._password = urllib.parse.urlsplit(url).password
+        self.safe_url = redact(url)
         self._sink = sink
         self._settings = settings
         self._stop = threading.Event()
@@ -63,7 +58,12 @@ class RtspPuller:
         attempts = 0
         while not self._stop.is_set():
             attempts += 1
-            delivered = self._pull_once()
+            try:
+                delivered = self._pull_once()
+            except Exception as exc:  # a bug must not end the camera's pull for good
+                delivered = 0
+                # No traceback: its text would quote the URL, password included.
+                self.last_error = self._redacted(f"unexpected {type(exc).__name__}: {exc}")
             self._connected.clear()
             if self._stop.is_set():
                 return
@@ -73,13 +73,16 @@ class RtspPuller:
             log.warning(
                 "camera %s: RTSP %s: %s; reconnecting in %.1f s (attempt %d)",
                 self._sink.camera_id,
-                redact(self.url),
+                self.safe_url,
                 self.last_error,
                 wait,
                 attempts,
             )
             self._stop.wait(wait)
             wait = min(wait * 2, self._settings.reconnect_max_s)
+
+    def _redacted(self, text: str) -> str:
+        return redact(text, [self._password, urllib.parse.unquote(self._password or "")])
 
     def _pull_once(self) -> int:
         """Pull until the stream fails; the number of frames delivered."""
@@ -96,7 +99,7 @@ class RtspPuller:
                 timeout=(timeout, timeout),
             )
         except (av.FFmpegError, OSError) as exc:
-            self.last_error = f"cannot open: {exc}"
+            self.last_error = self._redacted(f"cannot open: {exc}")
             return 0
         try:
             video = container.streams.video[0] if container.streams.video else None
@@ -115,7 +118,7 @@ class RtspPuller:
             else:
                 self.last_error = "the stream ended"
         except (av.FFmpegError, OSError) as exc:
-            self.last_error = f"stream failed: {exc}"
+            self.last_error = self._redacted(f"stream failed: {exc}")
         finally:
             container.close()
         return delivered

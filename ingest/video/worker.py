@@ -19,15 +19,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import socket
 import sys
 import threading
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import cv2
 import uvicorn
@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
+from api.body import BodyTooLarge, read_capped
 from config.settings import CamerasSettings
 from devices.models import Stream
 from devices.registry import Registry, load_registry
@@ -44,16 +45,19 @@ from ingest.video.hub import (
     BadOffer,
     CameraHub,
     NotOwned,
+    NotYours,
     NoVideo,
     UnknownCamera,
     UnknownSession,
     VideoError,
     ViewerLimit,
 )
+from ingest.video.stats import WorkerStats, fix_mmap_threshold, process_memory
 
 log = logging.getLogger(__name__)
 
 KEY_HEADER = "X-Worker-Key"
+OWNER_HEADER = "X-Session-Owner"  # who starts (and may end) a viewing session
 # WHIP publishes and WHEP views; both are an SDP exchange that makes a session.
 Kind = Literal["whip", "whep"]
 MJPEG_BOUNDARY = "mingliang-frame"
@@ -64,6 +68,7 @@ _STATUS: dict[type[VideoError], int] = {
     NoVideo: 409,
     ViewerLimit: 503,
     UnknownSession: 404,
+    NotYours: 403,
 }
 
 
@@ -122,17 +127,37 @@ def create_worker_app(spec: WorkerSpec, registry: Registry) -> FastAPI:
         return hub
 
     @app.post("/{kind}/{camera_id}", status_code=201)
-    async def session(kind: Kind, camera_id: str, request: Request) -> dict[str, str]:
+    async def session(
+        kind: Kind,
+        camera_id: str,
+        request: Request,
+        x_session_owner: Annotated[str, Header()] = "",
+    ) -> dict[str, str]:
         hub = hub_of(request)
-        start = hub.publish if kind == "whip" else hub.view
-        offer = (await request.body()).decode("utf-8", "replace")
-        session, answer = await start(camera_id, offer)
+        try:
+            body = await read_capped(request, settings.max_sdp_bytes)
+        except BodyTooLarge as exc:
+            raise HTTPException(413, f"the offer is {exc}") from exc
+        offer = body.decode("utf-8", "replace")
+        if kind == "whip":
+            session, answer = await hub.publish(camera_id, offer)
+        else:
+            session, answer = await hub.view(camera_id, offer, x_session_owner)
         return {"session": session, "sdp": answer}
 
     @app.delete("/{kind}/{camera_id}/{session}", status_code=204)
-    async def session_end(kind: Kind, camera_id: str, session: str, request: Request) -> Response:
+    async def session_end(
+        kind: Kind,
+        camera_id: str,
+        session: str,
+        request: Request,
+        x_session_owner: Annotated[str, Header()] = "",
+    ) -> Response:
         hub = hub_of(request)
-        await (hub.unpublish if kind == "whip" else hub.unview)(camera_id, session)
+        if kind == "whip":
+            await hub.unpublish(camera_id, session)
+        else:
+            await hub.unview(camera_id, session, x_session_owner)
         return Response(status_code=204)
 
     @app.get("/snapshot/{camera_id}")
@@ -187,8 +212,17 @@ def create_worker_app(spec: WorkerSpec, registry: Registry) -> FastAPI:
         )
 
     @app.get("/stats")
-    async def stats(request: Request) -> list[dict[str, Any]]:
-        return [asdict(s) for s in await hub_of(request).stats()]
+    async def stats(request: Request) -> WorkerStats:
+        rss, in_use, free, threads = process_memory()
+        return WorkerStats(
+            index=spec.index,
+            pid=os.getpid(),
+            rss_bytes=rss,
+            heap_in_use_bytes=in_use,
+            heap_free_bytes=free,
+            threads=threads,
+            cameras=await hub_of(request).stats(),
+        )
 
     return app
 
@@ -206,6 +240,9 @@ def main() -> int:
         level=spec.log_level.upper(),
         format=f"%(asctime)s %(levelname)s camera-worker-{spec.index} %(name)s: %(message)s",
     )
+    threshold = spec.cameras.malloc_mmap_threshold_bytes
+    if threshold and not fix_mmap_threshold(threshold):  # before any decoder thread starts
+        log.warning("not glibc: cannot fix the mmap threshold; memory may fragment over days")
     registry = load_registry(spec.inventory)
     if spec.streams is not None:
         registry = registry.with_streams(spec.streams)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from devices.tokens import Role, TokenStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +53,58 @@ def test_create_list_revoke(tmp_path: Path) -> None:
 def test_bad_arguments_are_clear(tmp_path: Path) -> None:
     wrong_role = tokens(tmp_path, "create", "--name", "x", "--role", "boss")
     assert wrong_role.returncode == 2 and "invalid choice: 'boss'" in wrong_role.stderr
+    unknown = tokens(
+        tmp_path, "create", "--name", "x", "--role", "viewer", "--sites", "kitchen-0001,kitchn-2"
+    )
+    assert unknown.returncode == 1 and "'kitchn-2' not in the inventory" in unknown.stderr
+    assert "x\t" not in tokens(tmp_path, "list").stdout  # nothing was created
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["serve", "--help"],
+        ["--no-ingest", "--help"],  # the usage line's own form: serving is the default
+        ["tokens", "--help"],
+        ["tokens", "create", "--help"],
+        ["tokens", "list", "--help"],
+        ["tokens", "revoke", "--help"],
+        ["tokens", "camera", "--help"],
+        ["tokens", "revoke-camera", "--help"],
+    ],
+)
+def test_every_documented_command_has_working_help(args: list[str]) -> None:
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m api"), result.stdout
+
+
+def test_the_usage_line_documents_what_argparse_accepts(tmp_path: Path) -> None:
+    """Every form the module docstring shows parses (checked without running anything)."""
+    from api.__main__ import _arguments
+
+    for argv, command in (
+        ([], "serve"),
+        (["--no-ingest"], "serve"),
+        (["--config", "x.toml", "--no-ingest"], "serve"),
+        (["serve", "--config", "x.toml", "--log-level", "warning"], "serve"),
+        (["--config", "x.toml", "tokens", "list"], "tokens"),
+        (["tokens", "list", "--config", "x.toml"], "tokens"),
+        (["tokens", "create", "--name", "a", "--role", "viewer", "--sites", "*"], "tokens"),
+    ):
+        assert _arguments(argv).command == command, argv
 
 
 def test_camera_tokens(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import select
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from simulators.rtsp import RtspCameraServer
 from simulators.viewer import WhepViewer
 from tests.support import (
     LoopThread,
+    bearer,
     is_pattern_level,
     make_camera_token,
     make_settings,
@@ -172,12 +175,21 @@ def test_a_whep_viewer_receives_decoded_frames(
     token = make_camera_token(settings, CAMERA)
     viewer_token = make_token(settings, "viewer", frozenset({"kitchen-0001"}))
 
+    other_viewer = make_token(settings, "viewer", frozenset({"kitchen-0001"}))
+
     async def watch() -> npt.NDArray[np.uint8]:
         viewer = WhepViewer(f"{api.base_url}/whep/{CAMERA}", viewer_token)
         await viewer.connect()
         try:
             await viewer.wait_frames(5, 30)
             assert viewer.latest is not None
+            # Another viewer of the same site may not end this one's session.
+            session = viewer.location
+            assert session is not None
+            async with httpx.AsyncClient(headers=bearer(other_viewer)) as client:
+                stolen = await client.delete(session)
+            assert stolen.status_code == 403, stolen.text
+            await viewer.wait_frames(viewer.frames + 2, 30)  # still watching
             return np.asarray(viewer.latest.to_ndarray(format="gray"), np.uint8)
         finally:
             await viewer.close()
@@ -222,6 +234,33 @@ def test_mjpeg_and_the_viewer_cap(api: httpx.Client, settings: Settings, peers: 
             wait_until(lambda: camera_view(api, CAMERA)["viewers"] == 0, 30, "the viewers to leave")
 
 
+def chunked_post(
+    api: httpx.Client, path: str, authorization: str, chunks: int, size: int
+) -> tuple[int, int]:
+    """POST an SDP body in chunks, without a length, watching for the answer after each: its
+    status, and how many chunks were sent before it came (all of them if the server reads the
+    whole body first)."""
+    url = httpx.URL(str(api.base_url))
+    assert url.host and url.port
+    with socket.create_connection((url.host, url.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: {authorization}\r\n"
+            "Content-Type: application/sdp\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        body = b"a=" + b"x" * (size - 3) + b"\n"
+        sent = 0
+        with contextlib.suppress(OSError):  # the server may close once it has answered
+            while sent < chunks:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable:
+                    break
+                sock.sendall(f"{len(body):x}\r\n".encode() + body + b"\r\n")
+                sent += 1
+            sock.sendall(b"0\r\n\r\n")
+        head = sock.recv(4096)
+    return int(head.split()[1]), sent
+
+
 def test_bad_or_missing_camera_tokens_start_nothing(
     api: httpx.Client, settings: Settings, app: FastAPI
 ) -> None:
@@ -247,15 +286,25 @@ def test_bad_or_missing_camera_tokens_start_nothing(
         assert text.status_code == 415
         garbage = no_auth.post(url, content="not sdp at all", headers={**mine, **sdp})
         assert garbage.status_code == 400
-        unknown = no_auth.post(
-            "/whip/kitchen-0001-fridge-1", content=offer, headers={**mine, **sdp}
-        )
-        assert unknown.status_code == 404
+        # Camera ids cannot be enumerated: without the camera's own token, an id that is
+        # not a camera is refused like one that is.
+        for device in ("kitchen-0001-fridge-1", "no-such-camera"):
+            anonymous = no_auth.post(f"/whip/{device}", content=offer, headers=sdp)
+            assert anonymous.status_code == 401, anonymous.text
+            elsewhere = no_auth.post(f"/whip/{device}", content=offer, headers={**mine, **sdp})
+            assert elsewhere.status_code == 403, elsewhere.text
+        # A body over cameras.max_sdp_bytes is refused by its declared length, or, sent in
+        # chunks without one, as soon as it passes the limit: never read whole.
+        too_big = "v=0\r\n" + "a=x\r\n" * 20_000
+        declared = no_auth.post(url, content=too_big, headers={**mine, **sdp})
+        assert declared.status_code == 413 and "at most 65536" in declared.json()["detail"]
+        status, chunks_sent = chunked_post(api, url, mine["Authorization"], 1000, 65_536)
+        assert status == 413 and chunks_sent < 1000
     # Nothing was started on any worker: two health polls later, no camera has a feed.
     monitor = app.state.mingliang.camera_monitor
     polls = monitor.polls
     wait_until(lambda: monitor.polls >= polls + 2, 30, "two health polls")
-    assert [c for c in monitor.latest().values() if c["connected"] or c["transport"]] == []
+    assert [c for c in monitor.latest().values() if c.connected or c.transport] == []
 
 
 def test_a_killed_worker_is_restarted_and_its_publisher_returns(

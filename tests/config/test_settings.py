@@ -76,3 +76,24 @@ def test_configuration_reference_is_up_to_date() -> None:
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
     assert doc.read_text() == reference(), "run: python -m config > docs/configuration.md"
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("MINGLIANG_MQTT_PORT", "MINGLIANG_<SECTION>__<KEY>"),  # one underscore: a typo
+        ("MINGLIANG_MQTT__HOTS", "[mqtt] has no key 'hots'"),
+        ("MINGLIANG_MQT__HOST", "no key 'mqt'"),
+        ("MINGLIANG_MQTT", "MINGLIANG_<SECTION>__<KEY>"),
+        ("MINGLIANG_MQTT__PORT__X", "'port' has no keys below it"),
+    ],
+)
+def test_a_misspelt_variable_is_refused_by_name(name: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({name: "1884"})
+    assert name in str(err.value) and says in str(err.value)
+
+
+def test_nested_keys_and_the_test_suites_variables_are_accepted() -> None:
+    env = {"MINGLIANG_ALERTS__REMIND_AFTER_S__CRITICAL": "60", "MINGLIANG_TEST_PGPORT": "5"}
+    assert load_settings(env).alerts.remind_after_s["critical"] == 60

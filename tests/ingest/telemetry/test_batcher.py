@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import threading
+import time
+
+import pytest
 
 from ingest.telemetry.batcher import Ack, Batcher, BatcherClosed, Pending
 
@@ -21,8 +24,29 @@ def test_batch_is_due_when_full() -> None:
 
 def test_batch_is_due_when_old_enough() -> None:
     batcher = Batcher(max_points=1000, max_delay_s=0.05, max_messages=100)
+    put_at = time.monotonic()
     batcher.put(item(1))
-    assert len(batcher.take(timeout=5)) == 1  # returns after ~50 ms, not 5 s
+    assert batcher.take(timeout=0) == []  # not due yet: younger than max_delay
+    batch = batcher.take(timeout=30)
+    waited = time.monotonic() - put_at
+    assert len(batch) == 1
+    # Due by age: not before max_delay (the upper bound is the benchmark's business).
+    assert waited >= 0.05
+
+
+def test_the_services_own_points_never_wait_and_drop_the_oldest_beyond_their_bound() -> None:
+    batcher = Batcher(max_points=1000, max_delay_s=3600, max_messages=1, max_internal_points=4)
+    batcher.put(item(0, 1))
+    batcher.put(item(0, 2))  # full for messages: a put would now wait
+    assert batcher.offer(["a 1", "a 2"]) == 0
+    assert batcher.offer(["b 1", "b 2"]) == 0
+    assert batcher.offer(["c 1"]) == 2  # over 4 points: the oldest offer goes
+    batch = batcher.take(timeout=0)
+    assert batch[0].ack is None and batch[0].lines == ["b 1", "b 2", "c 1"]
+    assert [p.ack.mid for p in batch[1:] if p.ack] == [1, 2]
+    batcher.close()
+    with pytest.raises(BatcherClosed):
+        batcher.offer(["d 1"])
 
 
 def test_message_count_bounds_a_batch_of_rejections() -> None:
@@ -81,3 +105,11 @@ def test_close_hands_out_the_rest_then_refuses() -> None:
         pass
     else:
         raise AssertionError("put after close must raise")
+
+
+def test_a_qos0_message_is_refused_rather_than_wait_when_full() -> None:
+    batcher = Batcher(max_points=1000, max_delay_s=3600, max_messages=1)
+    assert batcher.put(item(0, 1)) and batcher.put(item(0, 2))
+    qos0 = Pending(received_ns=0, ack=None, lines=["m f=1 1"])
+    assert batcher.put(qos0, wait=False) is False  # full: refused at once
+    assert len(batcher) == 2

@@ -67,7 +67,9 @@ def test_influx_down_30s_while_10000_messages_arrive_loses_and_duplicates_nothin
         assert count(settings, "telemetry", "open_count") == total
         (row,) = query(settings, 'SELECT count(distinct("open_count")) FROM telemetry')
         assert row["count"] == total
-        spooled = service.metrics.registry.get_sample_value("mingliang_ingest_points_spooled_total")
+        spooled = service.supervisor.registry.get_sample_value(
+            "mingliang_ingest_points_spooled_total"
+        )
         assert spooled == total
 
 

@@ -7,12 +7,14 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from config.settings import Settings
 from devices.registry import Registry
+from ingest.telemetry.contract import Decoder
 from ingest.telemetry.pipeline import DataDirInUse, IngestService
 from simulators.local_services import Influxd, Mosquitto
 from tests.support import Publisher, count, make_settings, query, wait_until
@@ -51,7 +53,7 @@ def device(broker: Mosquitto) -> Iterator[Publisher]:
 
 
 def rejected(service: IngestService, reason: str) -> float:
-    value = service.metrics.registry.get_sample_value(
+    value = service.supervisor.registry.get_sample_value(
         "mingliang_ingest_rejected_total", {"reason": reason}
     )
     return value or 0.0
@@ -162,8 +164,45 @@ def test_each_bad_input_is_rejected_counted_and_kept_while_good_data_flows(
     stored = [json.loads(line) for line in service.rejects.path.read_text().splitlines()]
     assert sorted({r["reason"] for r in stored}) == sorted(r for r, _, _ in BAD_INPUT)
     assert len(stored) == 3 * len(BAD_INPUT)
-    too_large = next(r for r in stored if r["reason"] == "too_large")
-    assert too_large["payload_bytes"] > 70_000 and len(too_large["payload"]) <= 512
+    # Acknowledged, so the file is the only copy left: every payload is kept whole.
+    for reason, _, payload in BAD_INPUT:
+        kept = next(r for r in stored if r["reason"] == reason)
+        assert kept["payload_encoding"] == "utf-8" and not kept["truncated"]
+        assert kept["payload"].encode() == payload, reason
+        assert kept["problems"][0] == {"reason": reason, "detail": kept["detail"]}
+    # The API's list shows an excerpt of the large one.
+    (shown, *_) = service.rejects.recent("too_large")
+    assert shown.payload_bytes > 70_000 and len(shown.payload) == 512 and shown.truncated
+
+
+def test_a_message_that_hits_a_bug_is_acknowledged_only_once_kept_whole(
+    service: IngestService,
+    settings: Settings,
+    device: Publisher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = Decoder.decode
+
+    def buggy(self: Decoder, topic: str, payload: bytes, received_ns: int) -> Any:
+        if b"trigger" in payload:
+            raise KeyError("a bug in the decoder")
+        return original(self, topic, payload, received_ns)
+
+    monkeypatch.setattr(Decoder, "decode", buggy)
+    payload = json.dumps({"ts": now_ms(), "values": {"fault": "trigger " + "x" * 3000}})
+    device.publish(topic(DOOR), payload)
+    device.publish(topic(FRIDGE), {"ts": now_ms(), "values": {"temp_c": 4.0}})
+    device.flush()
+    where = f"WHERE device_id = '{FRIDGE}'"
+    wait_until(lambda: count(settings, "telemetry", "temp_c", where) == 1, 20, "the good one")
+    wait_until(lambda: rejected(service, "internal_error") == 1, 20, "the bug counted")
+    (kept,) = [
+        json.loads(line)
+        for line in service.rejects.path.read_text().splitlines()
+        if json.loads(line)["reason"] == "internal_error"
+    ]
+    assert kept["payload"] == payload and "a bug in the decoder" in kept["detail"]
+    wait_until(lambda: service.health().pending_messages == 0, 20, "both acknowledged")
 
 
 def test_flood_of_bad_messages_never_stalls_the_collector(
@@ -224,7 +263,7 @@ def test_influx_refusal_is_dead_lettered_and_the_rest_of_the_batch_stored(
     assert len(dead) == 1
     assert "field type conflict" in dead[0].detail and "humidity_pct=50.0" in dead[0].payload
     assert (
-        service.metrics.registry.get_sample_value("mingliang_ingest_points_dead_lettered_total")
+        service.supervisor.registry.get_sample_value("mingliang_ingest_points_dead_lettered_total")
         == 1
     )
     # The stream goes on after the refusal.

@@ -20,8 +20,10 @@ from config.settings import CamerasSettings, load_settings
 from devices.registry import Registry
 from ingest.video.frames import Frame
 from ingest.video.hub import (
+    ANY_OWNER,
     BadOffer,
     CameraHub,
+    NotYours,
     NoVideo,
     UnknownCamera,
     UnknownSession,
@@ -103,15 +105,21 @@ def test_whip_frames_reach_the_analytics_slot(
     run(scenario)
 
 
+async def publishing(hub: CameraHub) -> RTCPeerConnection:
+    """A VP8 publisher of CAMERA, once its first frame is in the slot."""
+    pc, _ = publisher("VP8")
+    _, answer = await hub.publish(CAMERA, await offer_from(pc))
+    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    await until(lambda: hub.slot(CAMERA).latest(), 20, "the first frame")
+    return pc
+
+
 def test_whep_viewer_receives_decoded_frames(
     pushed_only: Registry, cameras_settings: CamerasSettings
 ) -> None:
     async def scenario() -> None:
         async with CameraHub(cameras_settings, pushed_only) as hub:
-            pc, _ = publisher("VP8")
-            _, answer = await hub.publish(CAMERA, await offer_from(pc))
-            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-            await until(lambda: hub.slot(CAMERA).latest(), 20, "the first frame")
+            pc = await publishing(hub)
 
             viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             viewer.addTransceiver("video", direction="recvonly")
@@ -126,7 +134,7 @@ def test_whep_viewer_receives_decoded_frames(
 
                 pulls.append(asyncio.ensure_future(pull()))
 
-            _, view_answer = await hub.view(CAMERA, await offer_from(viewer))
+            _, view_answer = await hub.view(CAMERA, await offer_from(viewer), "token:tester")
             await viewer.setRemoteDescription(RTCSessionDescription(view_answer, "answer"))
             frames = [await asyncio.wait_for(received.get(), 20) for _ in range(3)]
             assert all((f.width, f.height) == (320, 180) for f in frames)
@@ -135,8 +143,62 @@ def test_whep_viewer_receives_decoded_frames(
             other = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             other.addTransceiver("video", direction="recvonly")
             with pytest.raises(ViewerLimit, match="1 viewers, its limit"):
-                await hub.view(CAMERA, await offer_from(other))
+                await hub.view(CAMERA, await offer_from(other), "token:tester")
             for peer in (viewer, other, pc):
+                await peer.close()
+
+    run(scenario)
+
+
+def test_offers_arriving_together_cannot_pass_the_viewer_cap(
+    pushed_only: Registry, cameras_settings: CamerasSettings
+) -> None:
+    async def scenario() -> None:
+        async with CameraHub(cameras_settings, pushed_only) as hub:
+            pc = await publishing(hub)
+            viewers = []
+            for _ in range(3):
+                viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                viewer.addTransceiver("video", direction="recvonly")
+                viewers.append(viewer)
+            offers = [await offer_from(v) for v in viewers]
+            # Made answers await inside aiortc: all three are in flight at once.
+            results = await asyncio.gather(
+                *(hub.view(CAMERA, offer, "token:tester") for offer in offers),
+                return_exceptions=True,
+            )
+            admitted = [r for r in results if not isinstance(r, BaseException)]
+            refused = [r for r in results if isinstance(r, ViewerLimit)]
+            assert (len(admitted), len(refused)) == (1, 2), results
+            assert (await hub.stats())[0].viewers == 1
+            for peer in (*viewers, pc):
+                await peer.close()
+
+    run(scenario)
+
+
+def test_only_its_owner_or_an_administrator_ends_a_viewing_session(
+    pushed_only: Registry,
+) -> None:
+    settings = load_settings({}, cameras={"viewers_per_camera": 4}).cameras
+
+    async def scenario() -> None:
+        async with CameraHub(settings, pushed_only) as hub:
+            pc = await publishing(hub)
+            peers = []
+            sessions = []
+            for _ in range(2):
+                viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                viewer.addTransceiver("video", direction="recvonly")
+                peers.append(viewer)
+                session, _ = await hub.view(CAMERA, await offer_from(viewer), "token:wang")
+                sessions.append(session)
+            with pytest.raises(NotYours):
+                await hub.unview(CAMERA, sessions[0], "token:li")
+            await hub.unview(CAMERA, sessions[0], "token:wang")
+            await hub.unview(CAMERA, sessions[1], ANY_OWNER)
+            assert (await hub.stats())[0].viewers == 0
+            for peer in (*peers, pc):
                 await peer.close()
 
     run(scenario)
@@ -154,7 +216,7 @@ def test_bad_requests_start_nothing(
             with pytest.raises(NoVideo):
                 viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
                 viewer.addTransceiver("video", direction="recvonly")
-                await hub.view(CAMERA, await offer_from(viewer))
+                await hub.view(CAMERA, await offer_from(viewer), "token:tester")
             await viewer.close()
             assert [s for s in await hub.stats() if s.connected] == []
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ingest.video.monitor import health_point
+from ingest.video.stats import CameraStats
 from timeseries.lineprotocol import encode_point
 from timeseries.schema import CAMERA_HEALTH
 
 
-def stats(**over: Any) -> dict[str, Any]:
+def stats(**over: Any) -> CameraStats:
     base: dict[str, Any] = {
         "camera_id": "kitchen-0001-cam-1",
         "site_id": "kitchen-0001",
@@ -28,7 +29,7 @@ def stats(**over: Any) -> dict[str, Any]:
         "takeovers": 0,
         "reconnects": 0,
     }
-    return {**base, **over}
+    return CameraStats(**{**base, **over})
 
 
 def test_rates_come_from_the_difference_of_two_polls() -> None:

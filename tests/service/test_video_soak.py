@@ -1,12 +1,16 @@
-"""Memory stays flat with 20 live streams for ten minutes.
+"""Memory stays flat with 20 live streams.
 
 The service runs as it does in production (`python -m api serve`, two camera workers) with 16
 kitchen cameras pushing 640x360 at 5 fps over WHIP and 4 street cameras pulled over RTSP. After
-a warm-up, the resident memory of the service and its workers is sampled every 10 s; the
-median of the last minute must be within 5 % of the median of the first.
+a 2-minute warm-up, the resident memory of the service and its workers is sampled every 10 s;
+the median of the last minute must be within 2 % of the median of the first, for each process.
+The report also has each worker's malloc heap (in use, and free) from its `camera_worker`
+points, which tells a leak from fragmentation.
 
-MINGLIANG_SOAK_SECONDS shortens the measured part for a quick look (default 600, the figure the
-test exists for).
+The measured part lasts MINGLIANG_TEST_SOAK_SECONDS: 300 by default, so that CI runs it; the
+full soak is the 30-minute one,
+
+    MINGLIANG_TEST_SOAK_SECONDS=1800 ./mingliang test -s tests/service/test_video_soak.py
 """
 
 from __future__ import annotations
@@ -33,9 +37,17 @@ from simulators.cameras import pushed_cameras, served_cameras
 from simulators.local_services import Influxd, Mosquitto, free_port
 from simulators.rtsp import RtspCameraServer
 from tests.conftest import INVENTORY
-from tests.support import LoopThread, make_camera_token, make_settings, make_token, wait_until
+from tests.support import (
+    LoopThread,
+    make_camera_token,
+    make_settings,
+    make_token,
+    query,
+    wait_until,
+)
 
-MEASURED_S = float(os.environ.get("MINGLIANG_SOAK_SECONDS", "600"))
+MEASURED_S = float(os.environ.get("MINGLIANG_TEST_SOAK_SECONDS", "300"))
+MAX_GROWTH_PCT = 2.0
 WARM_UP_S = 120.0
 SAMPLE_EVERY_S = 10.0
 WINDOW_S = 60.0
@@ -56,6 +68,31 @@ def children(pid: int) -> list[int]:
         with open(f"/proc/{pid}/task/{task}/children") as fh:
             found += [int(p) for p in fh.read().split()]
     return found
+
+
+def heap_report(settings: Settings, start_mono: float, end_mono: float) -> dict[str, Any]:
+    """Each worker's malloc heap (in use: a leak grows it; free: fragmentation does), first
+    minute against last, from the camera_worker points the service wrote."""
+    to_ns = time.time_ns() - time.monotonic_ns()
+    start_ns, end_ns = int(start_mono * 1e9) + to_ns, int(end_mono * 1e9) + to_ns
+    rows = query(
+        settings,
+        "SELECT heap_in_use_bytes, heap_free_bytes, rss_bytes, worker FROM camera_worker "
+        f"WHERE time >= {start_ns} AND time <= {end_ns}",
+    )
+    out: dict[str, Any] = {}
+    for worker in sorted({r["worker"] for r in rows}):
+        mine = [r for r in rows if r["worker"] == worker]
+        first = [r for r in mine if r["time"] < start_ns + WINDOW_S * 1e9]
+        last = [r for r in mine if r["time"] > end_ns - WINDOW_S * 1e9]
+        out[f"worker {worker}"] = {
+            f"{field}_mib": [
+                round(statistics.median(r[field] for r in part) / 2**20, 2)
+                for part in (first, last)
+            ]
+            for field in ("heap_in_use_bytes", "heap_free_bytes", "rss_bytes")
+        }
+    return out
 
 
 @pytest.fixture
@@ -135,7 +172,7 @@ def service(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[byt
 
 
 @pytest.mark.timeout(WARM_UP_S + MEASURED_S + 600)
-def test_memory_stays_flat_with_twenty_streams_for_ten_minutes(
+def test_memory_stays_flat_with_twenty_streams(
     settings: Settings, service: subprocess.Popen[bytes], tmp_path: Path, rtsp_port: int
 ) -> None:
     measured_s = MEASURED_S
@@ -179,7 +216,7 @@ def test_memory_stays_flat_with_twenty_streams_for_ten_minutes(
             assert children(service.pid) == workers, "a camera worker was restarted"
             samples.append(sample())
             time.sleep(SAMPLE_EVERY_S)  # the sampling period of the measurement
-        assert online() == PUSHED + PULLED, "not every stream lasted the ten minutes"
+        assert online() == PUSHED + PULLED, "not every stream lasted the soak"
         peers.loop.call_soon_threadsafe(stop.set)
         running.result(60)
 
@@ -197,8 +234,10 @@ def test_memory_stays_flat_with_twenty_streams_for_ten_minutes(
             "last_min_mib": round(after / 2**20, 1),
             "growth_pct": round((after / before - 1) * 100, 2),
         }
+    report["heap"] = heap_report(settings, started + WARM_UP_S, measured[-1]["t"])
     (tmp_path / "soak.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     for name, figures in report.items():
-        if isinstance(figures, dict):
-            assert figures["growth_pct"] < 5.0, f"{name} grew {figures['growth_pct']} %: {report}"
+        if isinstance(figures, dict) and "growth_pct" in figures:
+            growth = figures["growth_pct"]
+            assert growth < MAX_GROWTH_PCT, f"{name} grew {growth} %: {report}"
