@@ -62,6 +62,8 @@ TAXONOMY: Mapping[str, Kind] = {
         ("smoking", MA, "Smoking in the kitchen: fix by the deadline"),
         ("bin_lid_open", MA, "Waste bin left open: fix by the deadline"),
         ("flame_unattended", C, "Open flame with nobody at the stove"),
+        ("fire_outside_stove", C, "Open flame outside the stoves"),
+        ("after_hours_presence", MA, "Someone in the kitchen while it is closed"),
         ("phone_use", MI, "Phone use while handling food"),
         ("no_gloves", W, "Food handler without gloves"),
         ("no_hat", W, "Food handler without a hat"),

@@ -23,6 +23,8 @@ from pathlib import Path
 import uvicorn
 
 from alerts.store import AlertStore, AlertStoreError
+from analytics.rules import RulesError, load_rules
+from analytics.video.profiles import ProfileBook, ProfileError
 from config.settings import ConfigError, Settings, load_settings
 from devices.models import CAMERA_TYPES
 from devices.registry import InventoryError, Registry, load_registry
@@ -92,6 +94,13 @@ def _serve(settings: Settings, registry: Registry, args: argparse.Namespace) -> 
     )
     # One line per InfluxDB request would drown everything else.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Files an operator edits are checked before anything starts: one clear line, no trace.
+    try:
+        load_rules(settings.rules_path, registry)
+        ProfileBook(settings.profiles_dir, registry)
+    except (RulesError, ProfileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings, registry, run_ingest=not args.no_ingest)
     uvicorn.run(
         app,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from alerts.changes import AlertView, ChangeView
+from alerts.evidence import MEDIA_TYPES, EvidenceError, EvidenceStore
 from alerts.store import Alert, AlertFilter, TransitionRefused
 from analytics.events import TAXONOMY, Category, Severity
 from analytics.lifecycle import Action, Status
@@ -164,6 +166,46 @@ async def _visible(state: AppState, caller: Caller, alert_id: int, *, act: bool)
 @router.get("/{alert_id}", response_model=AlertView, summary="One alert with its comments")
 async def get_alert(state: State, caller: Caller, alert_id: AlertId) -> AlertView:
     return AlertView.of(await _visible(state, caller, alert_id, act=False))
+
+
+@router.get(
+    "/{alert_id}/evidence/{index}",
+    summary="One of the alert's evidence files: a snapshot (JPEG) or a clip (WebM)",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}, "video/webm": {}}}},
+)
+async def evidence(
+    state: State,
+    caller: Caller,
+    alert_id: AlertId,
+    index: Annotated[int, Path(ge=0, le=1000, description="Position in `evidence`.")],
+) -> FileResponse:
+    """Whoever may see the alert may see its evidence. Evidence that devices name themselves
+    (a file on the device) is not kept here: 404 says so. A clip is written a few seconds
+    after its alert is raised: until then, 404 with Retry-After."""
+    alert = await _visible(state, caller, alert_id, act=False)
+    if index >= len(alert.evidence):
+        raise HTTPException(404, f"alert {alert_id} has {len(alert.evidence)} evidence items")
+    name = alert.evidence[index]
+    store = EvidenceStore(state.settings.evidence_dir)
+    try:
+        path = store.path(name, must_exist=False)
+    except EvidenceError as exc:
+        raise HTTPException(404, f"{exc}: it is kept by the device that sent it") from exc
+    if not await asyncio.to_thread(path.is_file):
+        recording = path.suffix == ".webm" and alert.last_seen_ms > _now_ms() - 120_000
+        if recording:
+            raise HTTPException(404, "the clip is still being recorded", {"Retry-After": "5"})
+        raise HTTPException(404, f"evidence {name} is no longer kept")
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES[path.suffix],
+        headers={"Cache-Control": "private, max-age=86400"},
+    )
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 async def _act(

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from alerts.feed import ChangeFeed
 from alerts.store import AlertStore
+from analytics.video.profiles import ProfileBook
 from config.settings import Settings
 from devices.registry import Registry
 from devices.tokens import TokenStore
@@ -32,6 +33,7 @@ class AppState:
     changed: Callable[[], None]  # an API action changed alerts: wake the SSE feed and relay
     supervisor: Supervisor  # every background loop, for the health endpoints
     metrics: CollectorRegistry  # every Prometheus metric of the process
+    profiles: ProfileBook  # each camera's analytics profile, as the workers use it
     cameras: CameraPool | None = None  # None: the video path is off
     camera_monitor: CameraMonitor | None = None
 

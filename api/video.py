@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
+from analytics.video.profile import CameraProfile
 from api.auth import Caller, require_site
 from api.body import BodyTooLarge, read_capped
 from api.state import AppState, app_state
@@ -207,6 +208,31 @@ async def cameras(
         for device in state.registry.cameras()
         if (site is None or device.site_id == site) and caller.can_see(device.site_id)
     ]
+
+
+class ProfileView(BaseModel):
+    camera_id: str
+    files: list[str] = Field(description="The profile files that apply, in order.")
+    errors: list[str] = Field(
+        description="Problems of the last edit; the cameras keep their last good profile."
+    )
+    profile: CameraProfile
+
+
+@router.get("/api/v1/cameras/{camera_id}/profile", response_model=ProfileView, tags=["video"])
+async def profile(camera_id: str, state: State, caller: Caller) -> ProfileView:
+    """The camera's effective analytics profile: zones, masks and detector parameters, as
+    its worker applies them (files re-read if they changed)."""
+    require_site(caller, _camera(state, camera_id).site_id)
+    book = state.profiles
+    await asyncio.to_thread(book.refresh)
+    root = state.settings.profiles_dir
+    return ProfileView(
+        camera_id=camera_id,
+        files=[str(p.relative_to(root)) for p in book.layers(camera_id)],
+        errors=book.errors,
+        profile=book.profile(camera_id),
+    )
 
 
 @router.get(

@@ -1,7 +1,7 @@
 """Camera streams per CPU core through the whole ingest path, beside decoding them alone.
 
     python bench/camera_streams.py [--streams 8] [--seconds 60] [--rounds 3]
-                                   [--mmap-threshold BYTES]
+                                   [--mmap-threshold BYTES] [--trim-every S] [--no-analytics]
 
 Starts its own Mosquitto and InfluxDB on free ports and the real service
 (`python -m api serve`, one camera worker). Each round, twice over the same scenes (the
@@ -136,11 +136,20 @@ def pushed_only_inventory(folder: Path) -> Path:
 
 
 def service_env(
-    data: Path, broker: Mosquitto, influxd: Influxd, port: int, mmap_threshold: int | None
+    data: Path,
+    broker: Mosquitto,
+    influxd: Influxd,
+    port: int,
+    mmap_threshold: int | None = None,
+    trim_every_s: float | None = None,
+    analytics: bool = True,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINGLIANG_")}
     if mmap_threshold is not None:
         env["MINGLIANG_CAMERAS__MALLOC_MMAP_THRESHOLD_BYTES"] = str(mmap_threshold)
+    if trim_every_s is not None:
+        env["MINGLIANG_CAMERAS__MALLOC_TRIM_EVERY_S"] = str(trim_every_s)
+    env["MINGLIANG_ANALYTICS__ENABLED"] = "true" if analytics else "false"
     env.update(
         {
             "MINGLIANG_MQTT__HOST": broker.host,
@@ -154,6 +163,20 @@ def service_env(
         }
     )
     return env
+
+
+def wait_healthy(base: str, service: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the service answers /healthz; its log's end if it dies or takes over 90 s."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if service.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(log.read_text()[-3000:])
+        time.sleep(0.2)  # polling the service's start
 
 
 def make_tokens(data: Path, cameras: list[str]) -> tuple[str, dict[str, str]]:
@@ -237,6 +260,12 @@ def main() -> int:
         type=int,
         help="the workers' cameras.malloc_mmap_threshold_bytes (0: glibc's moving default)",
     )
+    parser.add_argument(
+        "--trim-every", type=float, help="the workers' cameras.malloc_trim_every_s (0: never)"
+    )
+    parser.add_argument(
+        "--no-analytics", action="store_true", help="video analytics off (the path alone)"
+    )
     args = parser.parse_args()
     registry = load_registry(INVENTORY)
     cameras = pushed_cameras(registry, args.streams)
@@ -251,22 +280,21 @@ def main() -> int:
             log = (work / "service.log").open("wb")
             service = subprocess.Popen(
                 [sys.executable, "-m", "api", "serve", "--log-level", "warning"],
-                env=service_env(data, broker, influxd, port, args.mmap_threshold),
+                env=service_env(
+                    data,
+                    broker,
+                    influxd,
+                    port,
+                    args.mmap_threshold,
+                    args.trim_every,
+                    not args.no_analytics,
+                ),
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
             try:
-                deadline = time.monotonic() + 90
-                while True:
-                    try:
-                        if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if service.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit((work / "service.log").read_text()[-3000:])
-                    time.sleep(0.2)  # polling the service's start
+                wait_healthy(base, service, work / "service.log")
                 pids = [service.pid, *children(service.pid)]
                 baseline, ingest = [], []
                 for n in range(1, args.rounds + 1):

@@ -36,16 +36,25 @@ def reference() -> str:
         "",
     ]
     for section, info in Settings.model_fields.items():
-        model = info.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
-        out += [f"## [{section}]", "", "| key | default | bounds | meaning |", "|---|---|---|---|"]
-        for name, field in model.model_fields.items():
-            default = defaults.get(section, {}).get(name, field.default)
-            shown = "" if default is None else f"`{default!r}`".replace("|", "\\|")
-            text = (field.description or "").replace("|", "\\|")
-            out.append(f"| `{name}` | {shown} | {_bounds(model, name)} | {text} |")
-        out.append("")
+        out += _table(section, info.annotation, defaults.get(section, {}))
     return "\n".join(out)
+
+
+def _table(section: str, model: Any, defaults: dict[str, Any]) -> list[str]:
+    """A section's keys; a table inside it (such as [analytics.evidence]) follows it."""
+    assert isinstance(model, type) and issubclass(model, BaseModel)
+    out = [f"## [{section}]", "", "| key | default | bounds | meaning |", "|---|---|---|---|"]
+    nested: list[str] = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            nested += _table(f"{section}.{name}", kind, defaults.get(name, {}))
+            continue
+        default = defaults.get(name, field.default)
+        shown = "" if default is None else f"`{default!r}`".replace("|", "\\|")
+        text = (field.description or "").replace("|", "\\|")
+        out.append(f"| `{name}` | {shown} | {_bounds(model, name)} | {text} |")
+    return [*out, "", *nested]
 
 
 if __name__ == "__main__":

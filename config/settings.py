@@ -314,12 +314,87 @@ class CamerasSettings(_Section):
     )
     malloc_mmap_threshold_bytes: int = Field(
         description="Allocations this large get memory of their own from the system and give "
-        "it back when freed (glibc's M_MMAP_THRESHOLD, fixed). Decoded frames are a few hundred "
-        "KB; left to glibc's moving threshold they fragment the heap and a worker grows about "
-        "0.3 MiB a minute. 0 keeps glibc's default.",
+        "it back when freed (glibc's M_MMAP_THRESHOLD, fixed). Keeps decoded frames out of the "
+        "heap, at a cost: about a fifth less throughput (a mapping and page faults per frame). "
+        "0 keeps glibc's moving threshold; `malloc_trim_every_s` then keeps memory flat.",
         ge=0,
         le=32 * 2**20,
     )
+    malloc_trim_every_s: float = Field(
+        description="How often a worker gives its heap's free pages back to the system "
+        "(glibc's malloc_trim). Decoded frames of a few hundred KB, carved from the heap between "
+        "small blocks, fragment it; without this a worker grows about 0.3 MiB a minute. "
+        "0 never trims.",
+        ge=0,
+        le=3600,
+    )
+
+
+class EvidenceSettings(_Section):
+    keep_days: float = Field(
+        description="Evidence (snapshots, clips) is kept at least this long, whatever the "
+        "disk budget says (kitchen video: 7 days by national guidance, 15 in some provinces).",
+        ge=1,
+        le=3650,
+    )
+    max_age_days: float = Field(description="Evidence older than this is removed.", ge=1, le=3650)
+    max_bytes: int = Field(
+        description="Disk budget: once the total passes it, the oldest evidence goes first, "
+        "but never any younger than keep_days (a warning then says the budget is too small).",
+        ge=0,
+    )
+    jpeg_quality: int = Field(description="JPEG quality of evidence snapshots.", ge=10, le=100)
+    clip_before_s: float = Field(
+        description="Seconds before an alert its clip starts (each camera keeps this much "
+        "picture in memory, at the analytics rate).",
+        ge=0,
+        le=120,
+    )
+    clip_after_s: float = Field(
+        description="Seconds after an alert its clip runs on.", ge=0, le=120
+    )
+    prune_every_s: float = Field(
+        description="How often old evidence is looked for and removed.", ge=1, le=86400
+    )
+
+    @model_validator(mode="after")
+    def _kept_before_removed(self) -> EvidenceSettings:
+        if self.max_age_days < self.keep_days:
+            raise ValueError(
+                f"max_age_days ({self.max_age_days}) is shorter than keep_days ({self.keep_days})"
+            )
+        return self
+
+
+class AnalyticsSettings(_Section):
+    enabled: bool = Field(description="Run video analytics on every camera's frames.")
+    profiles_dir: Path = Field(
+        description="Camera profiles (zones, masks, detector parameters): all.toml, "
+        "<camera type>.toml, rooms/<room>.toml, cameras/<camera id>.toml."
+    )
+    health_every_s: float = Field(
+        description="How often each camera's picture is checked for covered, blurred, frozen "
+        "and moved.",
+        ge=0.2,
+        le=60,
+    )
+    profile_check_every_s: float = Field(
+        description="How often profile files are checked for edits (applied without restart).",
+        ge=0.5,
+        le=3600,
+    )
+    signal_poll_s: float = Field(
+        description="How often the service collects the camera workers' findings.",
+        ge=0.1,
+        le=60,
+    )
+    outbox_max: int = Field(
+        description="Findings a worker keeps for collection; beyond, the oldest are dropped "
+        "(counted).",
+        ge=100,
+        le=1_000_000,
+    )
+    evidence: EvidenceSettings
 
 
 class PathSettings(_Section):
@@ -340,6 +415,7 @@ class Settings(_Section):
     auth: AuthSettings
     simulator: SimulatorSettings
     cameras: CamerasSettings
+    analytics: AnalyticsSettings
     paths: PathSettings
 
     def resolve(self, path: Path) -> Path:
@@ -362,6 +438,14 @@ class Settings(_Section):
     def rules_path(self) -> Path:
         return self.resolve(self.alerts.rules)
 
+    @property
+    def profiles_dir(self) -> Path:
+        return self.resolve(self.analytics.profiles_dir)
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.data_dir / "evidence"
+
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
@@ -373,11 +457,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge_tables(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` layered on `base`: tables merge key by key, anything else is replaced."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_tables(out[key], value)
         else:
             out[key] = value
     return out
@@ -470,7 +555,7 @@ def load_settings(
 
     merged: dict[str, Any] = {}
     for source, layer in layers:
-        merged = _merge(merged, layer)
+        merged = merge_tables(merged, layer)
         try:
             # Validate each layer as it is added so the error names the layer that broke it.
             Settings.model_validate(merged)

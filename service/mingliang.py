@@ -25,12 +25,14 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from alerts.engine import AlertEngine, RecordQueue
+from alerts.evidence import EvidencePruner, EvidenceStore
 from alerts.feed import ChangeFeed
 from alerts.metrics import AlertMetrics
 from alerts.relay import AlertRelay
 from alerts.store import AlertStore, DatabaseUnavailable
 from analytics import camera_watch
 from analytics.rules import load_rules
+from analytics.video.profiles import ProfileBook
 from api import alerts, directory, errors, health, rejections, telemetry, video
 from api.state import AppState
 from config.settings import Settings
@@ -38,6 +40,7 @@ from devices.registry import Registry
 from devices.tokens import TokenStore
 from ingest.telemetry.metrics import IngestMetrics
 from ingest.telemetry.pipeline import IngestService
+from ingest.video.collector import FindingCollector
 from ingest.video.monitor import CameraMonitor
 from ingest.video.pool import CameraPool, WorkerExited, WorkerUnavailable
 from service.supervisor import Supervisor
@@ -105,6 +108,7 @@ class Mingliang:
             for wake in wakers:
                 wake()
 
+        profiles = ProfileBook(settings.profiles_dir, registry)
         influx = InfluxQueryClient(settings.influx)
         stack.push_async_callback(influx.aclose)
         ingest: IngestService | None = None
@@ -150,6 +154,10 @@ class Mingliang:
                     settings.cameras,
                     settings.inventory_path,
                     streams=list(registry.streams.values()),
+                    analytics=settings.analytics if settings.analytics.enabled else None,
+                    profiles_dir=settings.profiles_dir,
+                    evidence_dir=settings.evidence_dir,
+                    state_dir=settings.data_dir / "analytics",
                     log_level=self._log_level,
                     supervisor=supervisor,
                 )
@@ -167,6 +175,17 @@ class Mingliang:
             )
             monitor_loop = supervisor.task("camera-health", monitor.run)
             stack.push_async_callback(monitor_loop.stop)
+            if settings.analytics.enabled:
+                pruner = EvidencePruner(
+                    EvidenceStore(settings.evidence_dir), settings.analytics.evidence
+                )
+                prune_loop = supervisor.task("evidence-prune", pruner.run)
+                stack.push_async_callback(prune_loop.stop)
+                collector = FindingCollector(
+                    pool, engine.submit_signals, settings.analytics.signal_poll_s
+                )
+                collector_loop = supervisor.task("camera-analytics", collector.run)
+                stack.push_async_callback(collector_loop.stop)
 
         return AppState(
             settings=settings,
@@ -179,6 +198,7 @@ class Mingliang:
             changed=changed,
             supervisor=supervisor,
             metrics=self.metrics,
+            profiles=profiles,
             cameras=pool,
             camera_monitor=monitor,
         )

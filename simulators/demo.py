@@ -52,10 +52,11 @@ DEMO_FAULTS = (
 # truth goes to data/ground-truth.jsonl (see docs/simulators.md).
 DEMO_PUSHED_CAMERAS = 8
 DEMO_HAPPENINGS = (
-    "kitchen-0001-cam-1=person_walking@20+15,lens_covered@60+20",
+    "kitchen-0001-cam-1=burner_on@0+1h,person_walking@20+15,lens_covered@60+20",
     "kitchen-0001-cam-2=flame_outside_stove@40+20",
     "kitchen-0002-cam-1=night_blob@30+20,frozen@90+30",
     "kitchen-0003-cam-1=blurred@45+30,knocked_aside@120+60",
+    "kitchen-0004-cam-1=burner_on@0+30m",  # flame_unattended after 10 minutes
     "street-cam-00001=vendor_stopping@30+4m",
 )
 

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BENIGN_KINDS",
     "HAPPENING_KINDS",
     "SCENE_KINDS",
     "Happening",
@@ -50,10 +51,26 @@ HAPPENING_KINDS: tuple[str, ...] = (
     "knocked_aside",
     "vendor_stopping",
     "flame_outside_stove",
+    "burner_on",
+    # What must not raise anything: ordinary life in front of a camera.
+    "lights_dimmed",
+    "ir_switch",
+    "cloud",
+    "close_pedestrian",
+    "steam",
+)
+# Happenings that are no violation and no camera fault: analytics must stay quiet through them.
+BENIGN_KINDS: frozenset[str] = frozenset(
+    {"person_walking", "lights_dimmed", "ir_switch", "cloud", "close_pedestrian", "steam"}
 )
 SCENE_KINDS: tuple[str, ...] = ("kitchen", "street")
 # Happenings that only make sense in one kind of scene.
-ONLY_IN: Mapping[str, str] = {"vendor_stopping": "street", "flame_outside_stove": "kitchen"}
+ONLY_IN: Mapping[str, str] = {
+    "vendor_stopping": "street",
+    "flame_outside_stove": "kitchen",
+    "burner_on": "kitchen",
+    "steam": "kitchen",
+}
 
 Plane = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.bool_]
@@ -64,6 +81,8 @@ _NOISE_VARIANTS = 4
 _OSD_BITS = 24
 _BLUR_K = 15
 _DART_S = 0.5  # how long the night mover takes for each straight dash
+_FADE_S = 4.0  # how long a cloud takes to pass over the sun, and to move on
+_STEAM_RISE = 0.08  # steam rises this share of the frame's height a second
 _MIN_WIDTH, _MIN_HEIGHT = 64, 48
 _BLACK: Colour = (16, 128, 128)
 
@@ -557,6 +576,15 @@ class Scene:
             for p in self._plans
         ]
 
+    def zone_polygon(self, name: str, margin_px: int = 0) -> list[tuple[float, float]]:
+        """A zone's box as corners in fractions of the picture (what analytics profiles take),
+        grown by `margin_px` on every side and kept inside the picture."""
+        x, y, w, h = self.zones[name]
+        x0, y0 = max(0, x - margin_px) / self.width, max(0, y - margin_px) / self.height
+        x1 = min(self.width, x + w + margin_px) / self.width
+        y1 = min(self.height, y + h + margin_px) / self.height
+        return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
     # -- building -------------------------------------------------------------------------
 
     def _box(self, fx: float, fy: float, fw: float, fh: float) -> Box:
@@ -593,6 +621,7 @@ class Scene:
         self.zones["doorway"] = doorway
 
         hood = self._box(0.03, 0.04, 0.37, 0.13)
+        self.zones["hood"] = hood
         bg.rect(*hood, _yuv(170, 174, 178))
         bg.rect(hood[0], hood[1] + hood[3] - 4, hood[2], 4, _yuv(120, 122, 126))
         stove = self._box(0.04, 0.36, 0.34, 0.42)
@@ -716,7 +745,18 @@ class Scene:
             region = (x, y, self._vendor_width(), vh)
         elif kind == "flame_outside_stove":
             region = self._flame_spot(key)
+        elif kind == "close_pedestrian":
+            region = (0, 0, self.width, self.height)
+        elif kind == "steam":
+            region = self._steam_box()
         return _Plan(happening, first, stop, region, key)
+
+    def _steam_box(self) -> Box:
+        """Steam rises from the hob to the hood."""
+        sx, sy, sw, _ = self.zones["stove"]
+        _, hy, _, hh = self.zones["hood"]
+        top = hy + hh
+        return (sx, top, sw, sy - top)
 
     def _walker_size(self) -> tuple[int, int]:
         """A walking person's height and the row their feet are on."""
@@ -753,6 +793,7 @@ class Scene:
         self._darts: dict[int, list[tuple[float, float]]] = {}
         self._gas_flames: list[_Layer] = []
         self._gas_at = (0, 0)
+        self._steam = np.zeros((1, 1), np.float32)
         if self.kind == "kitchen":
             bx, by, bw, bh = self._burners[0]
             fw, fh = _even(bw * 0.6), _even(bh * 1.1)
@@ -787,6 +828,19 @@ class Scene:
                 self._sprites[f"flame{plan.key}"] = _flames(
                     fw, fh, _FLAME_OUTER, _FLAME_CORE, 6, plan.key
                 )
+            elif kind == "close_pedestrian":
+                # Someone passing right in front of the lens: taller than the picture.
+                close = _person(_even(1.8 * self.height), _yuv(50, 55, 70), False)
+                self._sprites[f"close{plan.key}"] = [close, close.darkened()]
+            elif kind == "steam":
+                assert plan.region is not None
+                _, _, sw, sh = plan.region
+                field = rng.random((sh * 2 + 8, sw // 4 + 2))
+                # Soft plumes: a coarse random field, smoothed along both axes, stretched up.
+                for axis in (0, 1):
+                    field = (field + np.roll(field, 1, axis) + np.roll(field, -1, axis)) / 3
+                plumes = np.kron(field, np.ones((1, 4)))[:, :sw]
+                self._steam = np.clip((plumes - 0.45) * 2.2, 0, 1).astype(np.float32)
             elif kind == "night_blob":
                 bw, bh = max(4, _even(self.width / 80)), max(4, _even(self.height / 60))
                 blob = _Layer(bw, bh, opaque=False)
@@ -823,11 +877,14 @@ class Scene:
         for dst, src in zip(planes, base, strict=True):
             dst[:] = src
         t = index / self.fps
-        if self.kind == "kitchen":
+        if "burner_on" in active:
             flicker = self._gas_flames[(index * 7 + index // 3) % len(self._gas_flames)]
             _paste(planes, flicker, *self._gas_at)
         for plan in self._plans:
             self._draw(plan, planes, t, index, night)
+        for plan in self._plans:
+            if plan.first <= index < plan.stop:
+                self._light(plan, planes, t, index)
         if "blurred" in active:
             luma_blur, chroma_blur = self._blurs()
             luma_blur(planes[0])
@@ -842,6 +899,49 @@ class Scene:
                 break
         self._draw_osd(planes, index)
         return flat.reshape(h * 3 // 2, w)
+
+    def _light(self, plan: _Plan, planes: tuple[Plane, Plane, Plane], t: float, index: int) -> None:
+        """Changes of light over the whole picture (after the sprites, before the optics)."""
+        kind = plan.happening.kind
+        fy, fu, fv = planes
+        if kind == "lights_dimmed":
+            gain, chroma = 0.45, 0.7
+        elif kind == "cloud":
+            into, left = t - plan.happening.start_s, plan.happening.end_s - t
+            gain = 1.0 - 0.35 * min(1.0, into / _FADE_S, left / _FADE_S)
+            chroma = 1.0
+        elif kind == "ir_switch":
+            # Infrared night mode: no colour, flatter and brighter under the camera's own lamps.
+            fy[:] = np.clip(fy.astype(np.int16) * 7 // 10 + 40, 16, 235).astype(np.uint8)
+            fu[:] = 128
+            fv[:] = 128
+            return
+        elif kind == "steam":
+            assert plan.region is not None
+            x, y, w, h = plan.region
+            rise = round((t - plan.happening.start_s) * _STEAM_RISE * self.height)
+            rows = (np.arange(h) + rise) % self._steam.shape[0]
+            density = self._steam[rows, :w] * 0.85
+            patch = fy[y : y + h, x : x + w].astype(np.float32)
+            fy[y : y + h, x : x + w] = (patch + (225 - patch) * density).astype(np.uint8)
+            return
+        else:
+            return
+        grain = self._grain(index)
+        lit = (fy.astype(np.float32) - 16) * gain + 16 + grain
+        fy[:] = np.clip(lit, 16, 235).astype(np.uint8)
+        for plane in (fu, fv):
+            plane[:] = (128 + (plane.astype(np.int16) - 128) * chroma).astype(np.uint8)
+
+    def _grain(self, index: int) -> npt.NDArray[np.int16]:
+        """Sensor noise that dim light brings out (the camera turns its gain up)."""
+        grains: list[npt.NDArray[np.int16]] | None = getattr(self, "_grains", None)
+        if grains is None:
+            rng = np.random.default_rng((self._key, 7))
+            shape = (self.height, self.width)
+            grains = [rng.integers(-3, 4, size=shape, dtype=np.int16) for _ in range(4)]
+            self._grains = grains
+        return grains[index % len(grains)]
 
     def _blurs(self) -> tuple[_BoxBlur, _BoxBlur]:
         """This thread's blurs for luma and chroma (their work arrays cannot be shared)."""
@@ -888,6 +988,12 @@ class Scene:
             x = (self.width - progress * span) if leftwards else (progress * span - sprite.width)
             _, bottom = self._walker_size()
             _paste(planes, sprite, round(x), bottom - sprite.height)
+        elif kind == "close_pedestrian":
+            sprite = self._sprites[f"close{plan.key}"][1 if night else 0]
+            progress = (t - happening.start_s) / happening.duration_s
+            span = self.width + sprite.width
+            x = progress * span - sprite.width
+            _paste(planes, sprite, round(x), round(-0.25 * self.height))
         elif kind == "night_blob":
             x, y = self._dart(plan, t - happening.start_s)
             _paste(planes, self._sprites[f"blob{plan.key}"][0], x, y)

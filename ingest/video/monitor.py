@@ -89,6 +89,9 @@ def worker_point(worker: WorkerStats, now_ms: int) -> Point:
         "rss_bytes": worker.rss_bytes,
         "threads": worker.threads,
         "cameras": sum(1 for c in worker.cameras if c.connected),
+        "analytics_frames": worker.analytics_frames,
+        "analytics_cpu_s": worker.analytics_cpu_s,
+        "findings_dropped": worker.findings_dropped,
     }
     if worker.heap_in_use_bytes is not None and worker.heap_free_bytes is not None:
         fields["heap_in_use_bytes"] = worker.heap_in_use_bytes

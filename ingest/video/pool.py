@@ -29,9 +29,9 @@ from pathlib import Path
 
 import httpx
 
-from config.settings import CamerasSettings
+from config.settings import AnalyticsSettings, CamerasSettings
 from devices.models import Stream
-from ingest.video.stats import WorkerStats
+from ingest.video.stats import Findings, WorkerStats
 from ingest.video.worker import KEY_HEADER, WorkerSpec, owner_index
 from service.supervisor import Supervisor, TaskLoop
 
@@ -68,14 +68,25 @@ class CameraPool:
         inventory: Path,
         *,
         streams: list[Stream] | None = None,
+        analytics: AnalyticsSettings | None = None,
+        profiles_dir: Path | None = None,
+        evidence_dir: Path | None = None,
+        state_dir: Path | None = None,
         log_level: str = "warning",
         supervisor: Supervisor | None = None,
     ) -> None:
+        """`analytics` None runs no video analytics; otherwise the workers read profiles from
+        `profiles_dir`, save evidence under `evidence_dir` and what they learnt under
+        `state_dir`."""
         if settings.workers < 1:
             raise ValueError("a camera pool needs at least one worker")
         self._settings = settings
         self._inventory = inventory
         self._streams = streams
+        self._analytics = analytics
+        self._profiles_dir = profiles_dir
+        self._evidence_dir = evidence_dir
+        self._state_dir = state_dir
         self._log_level = log_level
         self._key = secrets.token_urlsafe(32)
         self.workers = [Worker(i) for i in range(settings.workers)]
@@ -113,6 +124,10 @@ class CameraPool:
             cameras=self._settings,
             inventory=self._inventory,
             streams=self._streams,
+            analytics=self._analytics,
+            profiles_dir=self._profiles_dir,
+            evidence_dir=self._evidence_dir,
+            state_dir=self._state_dir,
             log_level=self._log_level,
         )
 
@@ -232,6 +247,18 @@ class CameraPool:
         answered = [result for result in results if result is not None]
         down = [w.index for w, result in zip(self.workers, results, strict=True) if result is None]
         return answered, down
+
+    async def findings(self, index: int, after: int) -> Findings:
+        """What worker `index` found since `after`; WorkerUnavailable if it does not answer."""
+        worker = self.workers[index]
+        try:
+            response = await self._client.get(
+                worker.base_url + "/findings", params={"after": after}, timeout=10
+            )
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise WorkerUnavailable(f"camera worker {index}: findings: {exc}") from exc
+        return Findings.model_validate_json(response.content)
 
     def pids(self) -> Mapping[int, int]:
         return {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,6 +58,9 @@ class WorkerStats(BaseModel):
     )
     threads: int = Field(ge=1)
     cameras: list[CameraStats]
+    analytics_frames: int = Field(ge=0, description="Frames video analytics looked at.")
+    analytics_cpu_s: float = Field(ge=0, description="CPU seconds analytics took.")
+    findings_dropped: int = Field(ge=0, description="Findings lost, never collected.")
 
 
 class _MallInfo2(ctypes.Structure):
@@ -100,6 +103,17 @@ def fix_mmap_threshold(size: int) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, size))
 
 
+def trim_heap() -> bool:
+    """Give the heap's free pages back to the system (glibc's malloc_trim: whole free pages
+    anywhere in every arena, not only at the top). False where this is not glibc."""
+    try:
+        malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim(0)
+    return True
+
+
 def process_memory() -> tuple[int, int | None, int | None, int]:
     """(resident bytes, heap bytes in use, heap bytes free, threads) of this process."""
     rss = 0
@@ -111,3 +125,32 @@ def process_memory() -> tuple[int, int | None, int | None, int]:
     info = _MALLINFO2()
     # Small blocks (uordblks) plus large ones malloc mapped on their own (hblkhd).
     return rss, int(info.uordblks + info.hblkhd), int(info.fordblks), threads
+
+
+class Finding(BaseModel):
+    """A detector's raise or clear, from the worker that saw it to the alert engine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: int = Field(ge=1, description="Order within the worker's run.")
+    edge: Literal["raise", "clear"]
+    site_id: str
+    camera_id: str
+    kind: str
+    rule: str
+    severity: str | None = Field(description="Raises only.")
+    at_ms: int
+    details: dict[str, Any]
+    evidence: list[str]
+
+
+class Findings(BaseModel):
+    """What a worker has found since `after`; `run` changes when the worker restarts, and
+    `dropped` counts findings lost because nobody collected them in time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run: str
+    next: int = Field(ge=0, description="Ask for findings after this one next time.")
+    dropped: int = Field(ge=0)
+    items: list[Finding]

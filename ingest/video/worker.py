@@ -36,10 +36,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
+from alerts.evidence import EvidenceStore
+from analytics.video.profiles import ProfileBook
 from api.body import BodyTooLarge, read_capped
-from config.settings import CamerasSettings
+from config.settings import AnalyticsSettings, CamerasSettings
 from devices.models import Stream
 from devices.registry import Registry, load_registry
+from ingest.video.analytics import FindingLog, StateFiles, WorkerAnalytics
 from ingest.video.frames import Frame
 from ingest.video.hub import (
     BadOffer,
@@ -52,7 +55,13 @@ from ingest.video.hub import (
     VideoError,
     ViewerLimit,
 )
-from ingest.video.stats import WorkerStats, fix_mmap_threshold, process_memory
+from ingest.video.stats import (
+    Findings,
+    WorkerStats,
+    fix_mmap_threshold,
+    process_memory,
+    trim_heap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +96,10 @@ class WorkerSpec(BaseModel):
     key: str = Field(min_length=16, description="Shared secret of the pool and its workers.")
     cameras: CamerasSettings
     inventory: Path
+    analytics: AnalyticsSettings | None = Field(None, description="None: no video analytics.")
+    profiles_dir: Path | None = Field(None, description="Camera profiles, for analytics.")
+    evidence_dir: Path | None = Field(None, description="Where analytics save evidence.")
+    state_dir: Path | None = Field(None, description="Where analytics keep what they learnt.")
     streams: list[Stream] | None = Field(
         None, description="Pull addresses replacing the inventory's (tests, the demo)."
     )
@@ -106,11 +119,38 @@ def create_worker_app(spec: WorkerSpec, registry: Registry) -> FastAPI:
     def owns(camera_id: str) -> bool:
         return owner_index(camera_id, spec.count) == spec.index
 
+    findings = FindingLog(spec.analytics.outbox_max if spec.analytics else 100)
+    analytics: WorkerAnalytics | None = None
+    if spec.analytics is not None and spec.analytics.enabled:
+        if spec.profiles_dir is None or spec.evidence_dir is None:
+            raise ValueError("video analytics need profiles_dir and evidence_dir")
+        analytics = WorkerAnalytics(
+            spec.analytics,
+            registry,
+            ProfileBook(spec.profiles_dir, registry),
+            EvidenceStore(spec.evidence_dir),
+            findings,
+            StateFiles(spec.state_dir) if spec.state_dir is not None else None,
+        )
+
+    async def trim_every(period_s: float) -> None:
+        while True:
+            await asyncio.sleep(period_s)  # the trim period
+            await asyncio.to_thread(trim_heap)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with CameraHub(settings, registry, owns) as hub:
+        consumers = [analytics] if analytics is not None else []
+        trimming = None
+        if settings.malloc_trim_every_s > 0:
+            trimming = asyncio.create_task(trim_every(settings.malloc_trim_every_s))
+        async with CameraHub(settings, registry, owns, consumers) as hub:
             app.state.hub = hub
             yield
+        if trimming is not None:
+            trimming.cancel()
+        if analytics is not None:
+            await asyncio.to_thread(analytics.flush)
 
     async def check_key(x_worker_key: Annotated[str, Header()] = "") -> None:
         if not hmac.compare_digest(x_worker_key.encode(), spec.key.encode()):
@@ -211,6 +251,10 @@ def create_worker_app(spec: WorkerSpec, registry: Registry) -> FastAPI:
             background=BackgroundTask(release),
         )
 
+    @app.get("/findings")
+    async def findings_since(after: int = 0) -> Findings:
+        return findings.since(after)
+
     @app.get("/stats")
     async def stats(request: Request) -> WorkerStats:
         rss, in_use, free, threads = process_memory()
@@ -222,6 +266,9 @@ def create_worker_app(spec: WorkerSpec, registry: Registry) -> FastAPI:
             heap_free_bytes=free,
             threads=threads,
             cameras=await hub_of(request).stats(),
+            analytics_frames=analytics.counts.frames if analytics else 0,
+            analytics_cpu_s=round(analytics.counts.seconds, 3) if analytics else 0.0,
+            findings_dropped=findings.dropped,
         )
 
     return app

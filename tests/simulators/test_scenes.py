@@ -89,7 +89,7 @@ def street(script: str = "", camera_id: str = "street-0001-cam-1") -> Scene:
 
 @pytest.mark.parametrize("kind", ["kitchen", "street"])
 def test_frames_are_i420_that_pyav_takes(kind: str) -> None:
-    scene = Scene("cam-1", kind)
+    scene = Scene("cam-1", kind, script=parse_script("burner_on@0+1" if kind == "kitchen" else ""))
     frame = scene.frame(0)
     assert frame.shape == (H * 3 // 2, W)
     assert frame.dtype == np.uint8
@@ -209,12 +209,16 @@ def test_flame_outside_the_stove_is_orange_and_flickers() -> None:
     assert orange_share(scene.frame(20)) == 0
 
 
-def test_the_stove_has_its_own_small_blue_flame() -> None:
-    scene = kitchen()
+def test_a_burner_on_has_its_own_small_blue_flame_and_off_none() -> None:
+    scene = kitchen("burner_on@0+1")
     sx, sy, sw, sh = scene.zones["stove"]
-    u, _ = chroma(scene.frame(0))
-    stove_u = u[sy // 2 : (sy + sh) // 2, sx // 2 : (sx + sw) // 2]
-    assert np.count_nonzero(stove_u > 170) > 20
+
+    def blue(index: int) -> int:
+        u, _ = chroma(scene.frame(index))
+        return int(np.count_nonzero(u[sy // 2 : (sy + sh) // 2, sx // 2 : (sx + sw) // 2] > 170))
+
+    assert blue(0) > 20
+    assert blue(10) == 0  # turned off after a second
 
 
 def test_knocked_aside_moves_the_whole_picture() -> None:

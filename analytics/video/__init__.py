@@ -1,0 +1,1 @@
+"""Video analytics: pure functions of pictures and time (no sockets, no clients)."""
