@@ -58,10 +58,19 @@ HAPPENING_KINDS: tuple[str, ...] = (
     "cloud",
     "close_pedestrian",
     "steam",
+    "car_leaving",
 )
 # Happenings that are no violation and no camera fault: analytics must stay quiet through them.
 BENIGN_KINDS: frozenset[str] = frozenset(
-    {"person_walking", "lights_dimmed", "ir_switch", "cloud", "close_pedestrian", "steam"}
+    {
+        "person_walking",
+        "lights_dimmed",
+        "ir_switch",
+        "cloud",
+        "close_pedestrian",
+        "steam",
+        "car_leaving",
+    }
 )
 SCENE_KINDS: tuple[str, ...] = ("kitchen", "street")
 # Happenings that only make sense in one kind of scene.
@@ -70,6 +79,7 @@ ONLY_IN: Mapping[str, str] = {
     "flame_outside_stove": "kitchen",
     "burner_on": "kitchen",
     "steam": "kitchen",
+    "car_leaving": "street",
 }
 
 Plane = npt.NDArray[np.uint8]
@@ -440,6 +450,21 @@ def _vendor(height: int, clothes: Colour, legs_apart: bool) -> _Layer:
     return vendor
 
 
+def _car(width: int, height: int) -> _Layer:
+    """A small car seen from the side: body, cabin with windows, two wheels."""
+    car = _Layer(width, height, opaque=False)
+    body = _yuv(150, 30, 35)
+    car.rect(0, height * 0.45, width, height * 0.35, body)
+    car.rect(width * 0.2, height * 0.1, width * 0.55, height * 0.4, body)
+    glass = _yuv(70, 90, 110)
+    car.rect(width * 0.25, height * 0.15, width * 0.2, height * 0.3, glass)
+    car.rect(width * 0.5, height * 0.15, width * 0.2, height * 0.3, glass)
+    tyre = _yuv(25, 25, 28)
+    for cx in (0.22, 0.78):
+        car.ellipse(width * cx - height * 0.2, height * 0.6, height * 0.4, height * 0.4, tyre)
+    return car
+
+
 def _flames(
     width: int, height: int, colour_outer: Colour, colour_core: Colour | None, n: int, seed: int
 ) -> list[_Layer]:
@@ -747,6 +772,8 @@ class Scene:
             region = self._flame_spot(key)
         elif kind == "close_pedestrian":
             region = (0, 0, self.width, self.height)
+        elif kind == "car_leaving":
+            region = self.zones["no_vending"]
         elif kind == "steam":
             region = self._steam_box()
         return _Plan(happening, first, stop, region, key)
@@ -828,6 +855,9 @@ class Scene:
                 self._sprites[f"flame{plan.key}"] = _flames(
                     fw, fh, _FLAME_OUTER, _FLAME_CORE, 6, plan.key
                 )
+            elif kind == "car_leaving":
+                _, _, zw, zh = self.zones["no_vending"]
+                self._sprites[f"car{plan.key}"] = [_car(_even(zw * 0.8), _even(zh * 0.7))]
             elif kind == "close_pedestrian":
                 # Someone passing right in front of the lens: taller than the picture.
                 close = _person(_even(1.8 * self.height), _yuv(50, 55, 70), False)
@@ -978,6 +1008,18 @@ class Scene:
             else:
                 x = stop_x + (t - happening.end_s) * speed
                 _paste(planes, walking, round(x), top)
+        elif kind == "car_leaving":
+            # Parked in the zone from the start (so in the background analytics learn), it
+            # drives off during the happening and is gone after.
+            if index >= plan.stop:
+                return
+            car = self._sprites[f"car{plan.key}"][0]
+            zx, zy, zw, zh = self.zones["no_vending"]
+            x = zx + (zw - car.width) // 2
+            y = zy + zh - car.height - 2
+            if active:
+                x += round((t - happening.start_s) / happening.duration_s * (self.width - zx))
+            _paste(planes, car, x, y)
         elif not active:
             return
         elif kind == "person_walking":

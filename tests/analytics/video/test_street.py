@@ -80,3 +80,10 @@ def test_a_crowd_filling_its_zone_is_raised_after_its_spell() -> None:
 def test_a_covered_lens_is_a_camera_fault_not_an_object_in_the_zone() -> None:
     raised, _ = street("lens_covered@20+40", 130)
     assert [k for k, _ in raised] == ["camera_covered"], raised
+
+
+def test_a_car_parked_from_the_start_that_leaves_leaves_no_case_behind() -> None:
+    # The car is in the learnt background; when it goes, the empty zone is unlike the slow
+    # model (a "ghost") and must be taken in, not reported as an object.
+    raised, _ = street("car_leaving@30+4", 30 + DWELL_S + 30)
+    assert raised == [], raised
