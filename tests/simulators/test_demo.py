@@ -16,6 +16,10 @@ from tests.support import unique, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_demo_brings_up_the_system_and_all_254_kitchens_report_within_a_minute(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
@@ -39,6 +43,9 @@ def test_demo_brings_up_the_system_and_all_254_kitchens_report_within_a_minute(
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as in a terminal
+        # Ctrl-C works in a terminal even when this suite was started with SIGINT ignored
+        # (nohup, a background job): the demo must not inherit that.
+        preexec_fn=_interruptible,
     )
     seen: list[str] = []
     try:
