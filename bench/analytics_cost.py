@@ -23,11 +23,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from camera_streams import (  # noqa: E402
+    DATABASE,
     children,
     ingest_round,
     make_tokens,
@@ -68,6 +71,26 @@ def service(
             process.wait(30)
 
 
+def analytics_share(influx: str, seconds: float, streams: int) -> str:
+    """What the workers' analytics counted of their own CPU over the window (thread time of
+    the analytics calls), per stream-second and per analysed frame."""
+    q = (
+        "SELECT spread(analytics_cpu_s), spread(analytics_frames) FROM camera_worker "
+        f"WHERE time > now() - {int(seconds) + 12}s GROUP BY worker"
+    )
+    answer = httpx.get(f"{influx}/query", params={"db": DATABASE, "q": q}, timeout=10).json()
+    cpu = frames = 0.0
+    for series in answer["results"][0].get("series", []):
+        cpu += float(series["values"][0][1] or 0)
+        frames += float(series["values"][0][2] or 0)
+    if not frames:
+        return "no analytics counts in InfluxDB"
+    return (
+        f"{1000 * cpu / (streams * seconds):.2f} ms per stream-second, "
+        f"{1000 * cpu / frames:.2f} ms per frame, {frames / (streams * seconds):.2f} frames/s"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=8)
@@ -91,6 +114,8 @@ def main() -> int:
                                 base, admin, tokens, cameras, pids, args.seconds, influxd.url
                             )
                         )
+                        if analytics:
+                            share = analytics_share(influxd.url, args.seconds, len(cameras))
                     figures[analytics] = 1000 / per_core  # CPU ms per stream-second
                 off_ms.append(figures[False])
                 on_ms.append(figures[True])
@@ -99,6 +124,7 @@ def main() -> int:
                     f"on {figures[True]:6.2f} ms CPU per stream-second   "
                     f"ratio {figures[True] / figures[False]:.3f}"
                 )
+                print(f"         of which analytics itself (worker's own count): {share}")
     off, on = statistics.median(off_ms), statistics.median(on_ms)
     print(
         f"median:  analytics off {off:.2f} ms   on {on:.2f} ms CPU per stream-second   "

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from analytics.video.image import shrink
 from analytics.video.profile import HealthProfile, Mask
 
 COVERED = "camera_covered"
@@ -127,17 +128,16 @@ class HealthWatch:
             self._restart()
         small_h = max(2, round(_SMALL_W * height / width))
         sharp_h = max(2, round(_SHARP_W * height / width))
-        small_u8 = cv2.resize(luma, (_SMALL_W, small_h), interpolation=cv2.INTER_AREA)
+        small_u8 = shrink(luma, _SMALL_W, small_h)
         keep_small = self._mask(_SMALL_W, small_h)
         small = np.asarray(cv2.GaussianBlur(small_u8, (5, 5), 0), np.float32)
         mean = float(small[keep_small].mean())
         contrast = float(small_u8[keep_small].std())
         view = _normalised(small, keep_small)
-        sharp_img = np.asarray(
-            cv2.resize(luma, (_SHARP_W, sharp_h), interpolation=cv2.INTER_AREA), np.uint8
-        )
+        sharp_img = shrink(luma, _SHARP_W, sharp_h)
         sharpness = self._sharpness(sharp_img, self._mask(_SHARP_W, sharp_h))
-        changed = self._changed_share(luma)
+        # Only frozen needs the whole picture of the previous check: no copy of it otherwise.
+        changed = self._changed_share(luma) if self.profile.frozen_enabled else None
         dt_ms = 0 if self._last_ms is None else max(0, at_ms - self._last_ms)
         self._last_ms = at_ms
 
@@ -254,8 +254,10 @@ class HealthWatch:
         """High-frequency energy relative to contrast: the Laplacian's variance over the
         picture's variance, so brightness and gain cancel out."""
         lap = cv2.Laplacian(image, cv2.CV_32F, ksize=3)
-        variance = float(image[keep].astype(np.float32).var())
-        return float(lap[keep].var()) / max(variance, 1.0)
+        watched = np.ascontiguousarray(keep).view(np.uint8)
+        _, lap_std = cv2.meanStdDev(lap, mask=watched)
+        _, image_std = cv2.meanStdDev(image, mask=watched)
+        return float(lap_std[0, 0]) ** 2 / max(float(image_std[0, 0]) ** 2, 1.0)
 
     def _changed_share(self, luma: Luma) -> float | None:
         """Share of the watched pixels that changed since the previous frame."""

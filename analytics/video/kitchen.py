@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analytics.video.health import Observation
+from analytics.video.image import shrink
 from analytics.video.motion import Box, Motion
 from analytics.video.profile import CameraProfile, Mask, ZoneKind
 
@@ -80,7 +81,7 @@ class KitchenWatch:
         """A flame on a burner: a few pixels of the stove zone change from frame to frame
         (too small and quick for the motion gate), and not most of it (that is someone)."""
         h = max(2, round(_FIRE_W * luma.shape[0] / luma.shape[1]))
-        small = np.asarray(cv2.resize(luma, (_FIRE_W, h), interpolation=cv2.INTER_AREA), np.uint8)
+        small = shrink(luma, _FIRE_W, h)
         prev, self._prev_small = self._prev_small, small
         stove = self._zone_mask(ZoneKind.STOVE, _FIRE_W, h)
         if prev is None or prev.shape != small.shape or not stove.any():

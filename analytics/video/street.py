@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analytics.video.health import Observation
+from analytics.video.image import shrink
 from analytics.video.profile import CameraProfile, Mask, Zone, ZoneKind
 
 DWELL_KINDS = {
@@ -61,7 +62,7 @@ class StreetWatch:
         if not self.zones:
             return {}
         h = max(2, round(_W * luma.shape[0] / luma.shape[1]))
-        small = cv2.resize(luma, (_W, h), interpolation=cv2.INTER_AREA)
+        small = shrink(luma, _W, h)
         current = cv2.GaussianBlur(small, (3, 3), 0).astype(np.float32)
         if self._keep is None or self._keep.shape != current.shape:
             self._keep = self._profile.mask(_W, h)

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.evidence import EvidenceError, EvidenceStore
+from analytics.video.image import shrink
 from ingest.video.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,40 @@ Box = tuple[float, float, float, float]  # x, y, w, h as fractions of the pictur
 
 
 def picture(frame: Frame, width: int | None = None) -> npt.NDArray[np.uint8]:
-    """The frame in BGR, scaled to `width` (and even height) if given, in one conversion."""
+    """The frame in BGR, scaled to `width` (and even height) if given.
+
+    Decoders give planar YUV 4:2:0 in video range, which OpenCV turns into BGR (BT.601, as
+    libswscale does) in a tenth of a millisecond; libswscale is as quick on one frame, but a
+    new frame each time costs it a new scaler, 0.7 ms. Other formats go through libswscale."""
     image = frame.image
-    if width is None or width >= image.width:
+    size = None
+    if width is not None and width < image.width:
+        size = (width, max(2, round(image.height * width / image.width / 2) * 2))
+    if image.format.name == "yuv420p" and image.width % 2 == 0 and image.height % 2 == 0:
+        if size is not None:
+            return _small_from_planes(image, *size)
+        return np.asarray(cv2.cvtColor(image.to_ndarray(), cv2.COLOR_YUV2BGR_I420), np.uint8)
+    if size is None:
         return np.asarray(image.to_ndarray(format="bgr24"), np.uint8)
-    height = max(2, round(image.height * width / image.width / 2) * 2)
-    small = image.reformat(width=width, height=height, format="bgr24")
+    small = image.reformat(width=size[0], height=size[1], format="bgr24")
     return np.asarray(small.to_ndarray(), np.uint8)
+
+
+def _plane(image: av.VideoFrame, index: int) -> npt.NDArray[np.uint8]:
+    plane = image.planes[index]
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+    return rows[: plane.height, : plane.width]
+
+
+def _small_from_planes(image: av.VideoFrame, width: int, height: int) -> npt.NDArray[np.uint8]:
+    """A small BGR picture made at its own size: each plane shrunk first (a few hundredths
+    of a millisecond), then converted, rather than converting the whole frame."""
+    y = shrink(_plane(image, 0), width, height)
+    chroma = np.empty((height // 2, width // 2, 2), np.uint8)
+    chroma[..., 0] = shrink(_plane(image, 1), width // 2, height // 2)
+    chroma[..., 1] = shrink(_plane(image, 2), width // 2, height // 2)
+    nv12 = np.concatenate([y, chroma.reshape(height // 2, width)])
+    return np.asarray(cv2.cvtColor(nv12, cv2.COLOR_YUV2BGR_NV12), np.uint8)
 
 
 def annotate(image: npt.NDArray[np.uint8], box: Box | None, label: str) -> None:
