@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from alerts.store import Alert, Change
 from analytics.events import Category, Severity
-from analytics.lifecycle import CaseStatus, Status
+from analytics.lifecycle import Action, CaseStatus, Status, allowed_actions
 
 
 class CommentView(BaseModel):
@@ -45,13 +45,20 @@ class AlertView(BaseModel):
     last_reminded_ms: int | None
     updated_ms: int
     comments: list[CommentView] = Field(default_factory=list)
+    actions: list[Action] = Field(
+        default_factory=list,
+        description="The life-cycle actions the alert accepts now (POST .../acknowledge, "
+        ".../resolve, .../case/{action}); who may take them depends on the caller's role.",
+    )
 
     @classmethod
     def of(cls, alert: Alert) -> AlertView:
         comments = [
             CommentView(author=c.author, text=c.text, at_ms=c.at_ms) for c in alert.comments
         ]
-        return cls.model_validate({**alert.to_json(), "comments": comments})
+        return cls.model_validate(
+            {**alert.to_json(), "comments": comments, "actions": allowed_actions(alert.state)}
+        )
 
 
 class ChangeView(BaseModel):

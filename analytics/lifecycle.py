@@ -111,6 +111,19 @@ def _case_step(state: State, action: Action) -> State:
     return State(state.status, target)
 
 
+def allowed_actions(state: State) -> list[Action]:
+    """The actions `apply` accepts in `state`, in the order of `Action`: what a person may be
+    offered (the console shows only these)."""
+    allowed = []
+    for action in Action:
+        try:
+            apply(state, action)
+        except InvalidTransition:
+            continue
+        allowed.append(action)
+    return allowed
+
+
 def clears_automatically(state: State) -> bool:
     """Whether a Clear signal resolves the alert: not for street cases, a person ends those."""
     return state.status is not Status.RESOLVED and state.case_status is None

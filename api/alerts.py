@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from alerts.changes import AlertView, ChangeView
 from alerts.evidence import MEDIA_TYPES, EvidenceError, EvidenceStore
@@ -35,20 +35,33 @@ class AlertPage(BaseModel):
 SAYS_SOMETHING = r"\S"
 
 
+def _encodable(text: str | None) -> str | None:
+    """JSON may carry a lone surrogate (\\ud800) that no database or answer can: refused here."""
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("the text is not valid Unicode (a lone surrogate)") from exc
+    return text
+
+
+Text = AfterValidator(_encodable)
+
+
 class Note(BaseModel):
-    note: str | None = Field(
+    note: Annotated[str | None, Text] = Field(
         None, max_length=2000, pattern=SAYS_SOMETHING, description="Why; kept as a comment."
     )
 
 
 class Assignment(BaseModel):
-    assignee: str | None = Field(
+    assignee: Annotated[str | None, Text] = Field(
         max_length=200, pattern=SAYS_SOMETHING, description="Who handles it; null to unassign."
     )
 
 
 class NewComment(BaseModel):
-    text: str = Field(max_length=2000, pattern=SAYS_SOMETHING)
+    text: Annotated[str, Text] = Field(max_length=2000, pattern=SAYS_SOMETHING)
 
 
 class CaseAction(StrEnum):
@@ -161,6 +174,46 @@ async def _visible(state: AppState, caller: Caller, alert_id: int, *, act: bool)
     alert = await asyncio.to_thread(state.alerts.get, alert_id)
     require_site(caller, alert.site_id, act=act)
     return alert
+
+
+class OpenSummary(BaseModel):
+    total: int = Field(description="Unresolved (open or acknowledged) alerts the caller may see.")
+    by_severity: dict[Severity, int] = Field(description="Every severity, zero included.")
+    by_site: dict[str, int] = Field(description="Sites with at least one unresolved alert.")
+
+
+@router.get("/summary", response_model=OpenSummary, summary="Unresolved alerts, counted")
+async def summary(state: State, caller: Caller) -> OpenSummary:
+    counts = await asyncio.to_thread(state.alerts.open_counts)
+    by_severity = dict.fromkeys(Severity, 0)
+    by_site: dict[str, int] = {}
+    for site_id, _kind, severity, n in counts:
+        if caller.can_see(site_id):
+            by_severity[Severity(severity)] += n
+            by_site[site_id] = by_site.get(site_id, 0) + n
+    return OpenSummary(total=sum(by_site.values()), by_severity=by_severity, by_site=by_site)
+
+
+class HistoryEntry(BaseModel):
+    seq: int
+    action: str
+    actor: str
+    at_ms: int
+    note: str | None
+
+
+@router.get(
+    "/{alert_id}/history",
+    response_model=list[HistoryEntry],
+    summary="The alert's changes, oldest first",
+)
+async def history(state: State, caller: Caller, alert_id: AlertId) -> list[HistoryEntry]:
+    await _visible(state, caller, alert_id, act=False)
+    changes = await asyncio.to_thread(state.alerts.history, alert_id)
+    return [
+        HistoryEntry(seq=c.seq, action=c.action.value, actor=c.actor, at_ms=c.at_ms, note=c.note)
+        for c in changes
+    ]
 
 
 @router.get("/{alert_id}", response_model=AlertView, summary="One alert with its comments")

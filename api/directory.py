@@ -70,6 +70,25 @@ async def list_sites(state: State, caller: Caller, kind: SiteKind | None = None)
     return SiteList(count=len(views), reporting=sum(v.reporting for v in views), sites=views)
 
 
+@router.get(
+    "/sites/{site_id}", response_model=SiteView, summary="One site, with its latest telemetry"
+)
+async def get_site(state: State, caller: Caller, site_id: str) -> SiteView:
+    site = state.registry.sites.get(site_id)
+    if site is None:
+        raise HTTPException(404, f"no site {site_id!r} in the inventory")
+    require_site(caller, site_id)
+    seen = await last_seen(
+        state.influx, "site_id", state.settings.api.last_seen_lookback_s, site_id=site_id
+    )
+    return SiteView(
+        **site.model_dump(),
+        devices=len(state.registry.devices_at(site_id)),
+        last_seen_ms=seen.get(site_id),
+        reporting=_reporting(state, seen.get(site_id)),
+    )
+
+
 @router.get("/devices", response_model=DeviceList, summary="Devices, with their latest telemetry")
 async def list_devices(
     state: State,

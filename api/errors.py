@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from alerts.store import AlertNotFound, DatabaseUnavailable
 from timeseries.influx import InfluxError, InfluxUnavailable
 
 
+def _plain(error: Any) -> dict[str, Any]:
+    """Where and what, without the `input` FastAPI would echo: what was sent may hold a
+    token, and need not be text a JSON answer can carry (a lone surrogate made a 500)."""
+    return {
+        "loc": list(error.get("loc", ())),
+        "msg": str(error.get("msg", "")),
+        "type": str(error.get("type", "")),
+    }
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": [_plain(e) for e in exc.errors()]}, status_code=422)
+
     @app.exception_handler(InfluxUnavailable)
     async def _unavailable(request: Request, exc: InfluxUnavailable) -> JSONResponse:
         return JSONResponse(

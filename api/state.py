@@ -13,6 +13,7 @@ from alerts.store import AlertStore
 from analytics.video.profiles import ProfileBook
 from config.settings import Settings
 from devices.registry import Registry
+from devices.sessions import SessionStore
 from devices.tokens import TokenStore
 from ingest.telemetry.pipeline import IngestService
 from ingest.video.monitor import CameraMonitor
@@ -29,6 +30,7 @@ class AppState:
     ingest: IngestService | None  # None: this process serves the API only
     alerts: AlertStore
     tokens: TokenStore
+    sessions: SessionStore  # the console's cookie sessions (api/session.py)
     feed: ChangeFeed
     changed: Callable[[], None]  # an API action changed alerts: wake the SSE feed and relay
     supervisor: Supervisor  # every background loop, for the health endpoints

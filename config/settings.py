@@ -235,8 +235,21 @@ class AlertsSettings(_Section):
 
 class AuthSettings(_Section):
     enabled: bool = Field(
-        description="Require a bearer token on /api/v1 (see `python -m api tokens`). "
-        "Turn off only on a closed test network."
+        description="Require a bearer token, or a console session opened with one, on /api/v1 "
+        "(see `python -m api tokens`). Turn off only on a closed test network."
+    )
+
+
+class ConsoleSettings(_Section):
+    session_ttl_s: int = Field(
+        description="How long a browser session (POST /api/v1/session) lasts before the "
+        "console must sign in again with its token.",
+        ge=60,
+        le=7 * 86400,
+    )
+    secure_cookie: bool = Field(
+        description="Set true when the API is served over HTTPS so the cookie is only sent "
+        "over TLS (a browser then keeps no session over plain HTTP)."
     )
 
 
@@ -413,6 +426,7 @@ class Settings(_Section):
     api: ApiSettings
     alerts: AlertsSettings
     auth: AuthSettings
+    console: ConsoleSettings
     simulator: SimulatorSettings
     cameras: CamerasSettings
     analytics: AnalyticsSettings

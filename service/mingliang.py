@@ -33,10 +33,11 @@ from alerts.store import AlertStore, DatabaseUnavailable
 from analytics import camera_watch
 from analytics.rules import load_rules
 from analytics.video.profiles import ProfileBook
-from api import alerts, directory, errors, health, rejections, telemetry, video
+from api import alerts, console, directory, errors, health, rejections, session, telemetry, video
 from api.state import AppState
 from config.settings import Settings
 from devices.registry import Registry
+from devices.sessions import SessionStore
 from devices.tokens import TokenStore
 from ingest.telemetry.metrics import IngestMetrics
 from ingest.telemetry.pipeline import IngestService
@@ -97,6 +98,8 @@ class Mingliang:
         await asyncio.to_thread(store.create_schema)
         tokens = TokenStore(store.engine)
         await asyncio.to_thread(tokens.create_schema)
+        sessions = SessionStore(store.engine)
+        await asyncio.to_thread(sessions.create_schema)
 
         feed = ChangeFeed(store)
         feed_loop = supervisor.task("change-feed", feed.run)
@@ -194,6 +197,7 @@ class Mingliang:
             ingest=ingest,
             alerts=store,
             tokens=tokens,
+            sessions=sessions,
             feed=feed,
             changed=changed,
             supervisor=supervisor,
@@ -228,6 +232,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, directory, telemetry, alerts, rejections, video):
+    for module in (health, directory, telemetry, alerts, rejections, video, session):
         app.include_router(module.router)
+    console.install(app)
     return app

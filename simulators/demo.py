@@ -319,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             token = demo_token(settings)
             wait_for_api(base, service, logs / "service.log", timeout=60)
             print(f"api:      {base} (docs at {base}/docs)")
+            print(f"console:  {base}/console/ (sign in with the token below)")
             print(f"token:    {token}  (admin; kept in {settings.data_dir / 'demo-admin.token'})")
             print(f'          curl -H "Authorization: Bearer {token}" {base}/api/v1/alerts')
             simulators = stack.enter_context(child("simulators", sim_args, logs))

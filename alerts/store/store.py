@@ -501,6 +501,17 @@ class AlertStore:
         with transaction(self._engine, write=False) as conn:
             return [_change(r) for r in conn.execute(query)]
 
+    def history(self, alert_id: int, limit: int = MAX_PAGE) -> builtins.list[Change]:
+        """The alert's own change-log entries, oldest first (at most `limit`, the newest kept)."""
+        query = (
+            select(alert_changes)
+            .where(alert_changes.c.alert_id == alert_id)
+            .order_by(alert_changes.c.seq.desc())
+            .limit(limit)
+        )
+        with transaction(self._engine, write=False) as conn:
+            return [_change(r) for r in reversed(conn.execute(query).all())]
+
     def last_seq(self) -> int:
         with transaction(self._engine, write=False) as conn:
             last = conn.execute(select(func.max(alert_changes.c.seq))).scalar_one()

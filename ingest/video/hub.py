@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -201,6 +202,23 @@ class CameraFeed:
         )
 
 
+# a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...
+_MDNS_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ \S+\.local \d+ ", re.IGNORECASE)
+
+
+def without_mdns_candidates(sdp: str) -> str:
+    """The offer without host candidates named by mDNS.
+
+    Browsers hide their local addresses behind random `<uuid>.local` names. A server can
+    rarely resolve those (aioice asks and waits a second per offer before it gives up), and
+    does not need them: the browser's connectivity checks reach the candidates of our answer,
+    and we reply to where they came from. Dropped, a browser's live view starts a second
+    sooner."""
+    return "".join(
+        line for line in sdp.splitlines(keepends=True) if not _MDNS_CANDIDATE.match(line)
+    )
+
+
 class _PeerSession:
     """A peer connection serving one camera, ended by close() or by the peer going away."""
 
@@ -218,7 +236,8 @@ class _PeerSession:
     async def _take_offer(self, offer_sdp: str) -> list[RTCRtpTransceiver]:
         """Apply the offer; its video transceivers (BadOffer if it cannot be used)."""
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            offer = RTCSessionDescription(without_mdns_candidates(offer_sdp), "offer")
+            await self.pc.setRemoteDescription(offer)
         except Exception as exc:  # aiortc's parser fails in many ways on a bad offer
             raise BadOffer(f"the SDP offer cannot be used: {exc!r}") from exc
         video = [t for t in self.pc.getTransceivers() if t.kind == "video"]

@@ -344,6 +344,12 @@ def test_site_scoping_roles_and_clear_errors(
     visible = api.get("/api/v1/alerts", params={"kind": "no_hat"}, headers=supervisor).json()
     assert [a["id"] for a in visible["items"]] == [own]
     assert api.post(f"/api/v1/alerts/{own}/acknowledge", headers=supervisor).status_code == 200
+    # The counts are scoped too: acknowledged is still unresolved.
+    counted = api.get("/api/v1/alerts/summary", headers=supervisor).json()
+    assert counted["total"] == 1 and counted["by_site"] == {"kitchen-0011": 1}
+    assert counted["by_severity"] == {"critical": 0, "major": 0, "minor": 0, "warning": 1}
+    assert api.get("/api/v1/alerts/summary").json()["total"] == 2
+    assert api.get(f"/api/v1/alerts/{other}/history", headers=supervisor).status_code == 403
     sites = api.get("/api/v1/sites", headers=supervisor).json()
     assert [s["site_id"] for s in sites["sites"]] == ["kitchen-0011"]
 
@@ -379,6 +385,13 @@ def test_invalid_transitions_answer_409_and_bad_filters_422(
     assert api.post(f"{url}/comments", json={"text": "called the manager"}).status_code == 200
     detail = api.get(url).json()
     assert [c["text"] for c in detail["comments"]] == ["called the manager"]
+    # JSON can carry a lone surrogate, which no database or answer can: a clear 422, not a 500.
+    json_body = {"Content-Type": "application/json"}
+    lone = api.post(f"{url}/comments", content=b'{"text": "\\ud800"}', headers=json_body)
+    assert lone.status_code == 422 and "lone surrogate" in lone.text, lone.text
+    echoed = api.post(f"{url}/comments", content=b'{"txt": "\\ud800"}', headers=json_body)
+    assert echoed.status_code == 422 and "ud800" not in echoed.text, echoed.text
+    assert [c["text"] for c in api.get(url).json()["comments"]] == ["called the manager"]
     for params in (
         {"kind": "unicorn"},
         {"status": "sleeping"},
@@ -396,21 +409,32 @@ def test_street_case_flow(api: httpx.Client, device: Publisher) -> None:
     device.flush()
     (case,) = wait_until(lambda: alerts(api, kind="street_vending", device=camera), 15, "case")
     assert (case["status"], case["case_status"]) == ("open", "collected")
+    assert case["actions"] == ["acknowledge", "file", "cancel"]
     url = f"/api/v1/alerts/{case['id']}"
     early = api.post(f"{url}/case/dispatch")
     assert early.status_code == 409 and "must be filed" in early.json()["detail"]
     assert api.post(f"{url}/resolve").status_code == 409
-    for step, expected in (
-        ("file", "filed"),
-        ("dispatch", "dispatched"),
-        ("handle", "handled"),
-        ("verify", "verified"),
-        ("close", "closed"),
+    for step, expected, offered in (
+        ("file", "filed", ["dispatch", "cancel"]),
+        ("dispatch", "dispatched", ["handle"]),
+        ("handle", "handled", ["verify"]),
+        ("verify", "verified", ["close"]),
+        ("close", "closed", []),
     ):
-        moved = api.post(f"{url}/case/{step}")
+        moved = api.post(f"{url}/case/{step}", json={"note": f"{step} done"})
         assert moved.status_code == 200, moved.text
         assert moved.json()["alert"]["case_status"] == expected
+        assert moved.json()["alert"]["actions"] == offered
     assert api.get(url).json()["status"] == "resolved"
+    history = api.get(f"{url}/history").json()
+    assert [(h["action"], h["note"]) for h in history] == [
+        ("created", None),
+        ("filed", "file done"),
+        ("dispatched", "dispatch done"),
+        ("handled", "handle done"),
+        ("verified", "verify done"),
+        ("closed", "close done"),
+    ]
 
 
 def test_restart_halfway_through_a_duration_keeps_the_progress(
@@ -418,7 +442,6 @@ def test_restart_halfway_through_a_duration_keeps_the_progress(
 ) -> None:
     fridge = "kitchen-0013-fridge-1"
     token = make_token(settings)
-    start = now_ms()
 
     def warm(until_ms: int) -> None:
         while now_ms() < until_ms:
@@ -428,6 +451,7 @@ def test_restart_halfway_through_a_duration_keeps_the_progress(
 
     with serve(create_app(settings, registry), token) as first:
         wait_until(lambda: first.get("/healthz").status_code == 200, 15, "ingest up")
+        start = now_ms()  # the first reading's time: the service's start-up is not counted
         warm(start + 3000)  # half of the 6 s
     with serve(create_app(settings, registry), token) as second:
         wait_until(lambda: second.get("/healthz").status_code == 200, 15, "ingest up again")

@@ -80,6 +80,10 @@ def test_sites_show_which_kitchens_report(client: Client, readings: int) -> None
     assert by_id["kitchen-0002"]["reporting"] and by_id["kitchen-0002"]["last_seen_ms"]
     assert not by_id["kitchen-0100"]["reporting"] and by_id["kitchen-0100"]["last_seen_ms"] is None
     assert by_id["kitchen-0001"]["devices"] >= 9
+    for site_id in ("kitchen-0002", "kitchen-0100"):  # one site alone: the same view
+        assert client.get(f"/api/v1/sites/{site_id}").json() == by_id[site_id]
+    missing = client.get("/api/v1/sites/kitchen-9999")
+    assert missing.status_code == 404 and "kitchen-9999" in missing.json()["detail"]
     everything = client.get("/api/v1/sites").json()
     assert everything["count"] == 504
     assert client.get("/api/v1/sites", params={"kind": "moon"}).status_code == 422

@@ -61,6 +61,13 @@ def test_demo_brings_up_the_system_and_all_254_kitchens_report_within_a_minute(
         assert any(line.startswith("database: started InfluxDB") for line in seen)
         token = (tmp_path / "data" / "demo-admin.token").read_text().strip()
         assert any(token in line for line in seen)  # the demo tells its user the token
+        console = f"http://127.0.0.1:{api_port}/console/"
+        assert any(console in line for line in seen)  # and where the console is
+        assert httpx.get(console, timeout=10).status_code == 200
+        signed_in = httpx.post(
+            f"http://127.0.0.1:{api_port}/api/v1/session", json={"token": token}, timeout=10
+        )
+        assert signed_in.status_code == 200 and signed_in.json()["role"] == "admin"
         auth = {"Authorization": f"Bearer {token}"}
         anonymous = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/sites", timeout=10)
         assert anonymous.status_code == 401

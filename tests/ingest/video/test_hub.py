@@ -28,6 +28,7 @@ from ingest.video.hub import (
     UnknownCamera,
     UnknownSession,
     ViewerLimit,
+    without_mdns_candidates,
 )
 from simulators.camera import SceneTrack
 from tests.support import is_pattern_level, pattern
@@ -271,3 +272,18 @@ def test_analytics_consumers_get_luma_at_their_rate(
 
     run(scenario)
     assert all(is_pattern_level(level) for level in levels)
+
+
+def test_a_browsers_mdns_host_candidates_are_dropped_from_its_offer() -> None:
+    offer = (
+        "v=0\r\n"
+        "a=candidate:1 1 udp 2113937151 0b3e2f4c-9a1d-4c5e-8f00-123456789abc.local 51234 typ host"
+        " generation 0\r\n"
+        "a=candidate:2 1 udp 2113939711 192.168.1.20 51235 typ host generation 0\r\n"
+        "a=candidate:3 1 udp 1677729535 203.0.113.7 51236 typ srflx raddr 0.0.0.0 rport 0\r\n"
+        "a=end-of-candidates\r\n"
+    )
+    kept = without_mdns_candidates(offer)
+    assert ".local" not in kept
+    assert kept == offer.replace(offer.splitlines(keepends=True)[1], "")
+    assert without_mdns_candidates(kept) == kept
