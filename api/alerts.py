@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from alerts.changes import AlertView, ChangeView
 from alerts.evidence import MEDIA_TYPES, EvidenceError, EvidenceStore
@@ -35,33 +35,20 @@ class AlertPage(BaseModel):
 SAYS_SOMETHING = r"\S"
 
 
-def _encodable(text: str | None) -> str | None:
-    """JSON may carry a lone surrogate (\\ud800) that no database or answer can: refused here."""
-    if text is not None:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError("the text is not valid Unicode (a lone surrogate)") from exc
-    return text
-
-
-Text = AfterValidator(_encodable)
-
-
 class Note(BaseModel):
-    note: Annotated[str | None, Text] = Field(
+    note: str | None = Field(
         None, max_length=2000, pattern=SAYS_SOMETHING, description="Why; kept as a comment."
     )
 
 
 class Assignment(BaseModel):
-    assignee: Annotated[str | None, Text] = Field(
+    assignee: str | None = Field(
         max_length=200, pattern=SAYS_SOMETHING, description="Who handles it; null to unassign."
     )
 
 
 class NewComment(BaseModel):
-    text: Annotated[str, Text] = Field(max_length=2000, pattern=SAYS_SOMETHING)
+    text: str = Field(max_length=2000, pattern=SAYS_SOMETHING)
 
 
 class CaseAction(StrEnum):

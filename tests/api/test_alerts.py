@@ -388,7 +388,7 @@ def test_invalid_transitions_answer_409_and_bad_filters_422(
     # JSON can carry a lone surrogate, which no database or answer can: a clear 422, not a 500.
     json_body = {"Content-Type": "application/json"}
     lone = api.post(f"{url}/comments", content=b'{"text": "\\ud800"}', headers=json_body)
-    assert lone.status_code == 422 and "lone surrogate" in lone.text, lone.text
+    assert lone.status_code == 422 and lone.json()["detail"][0]["type"] == "string_unicode"
     echoed = api.post(f"{url}/comments", content=b'{"txt": "\\ud800"}', headers=json_body)
     assert echoed.status_code == 422 and "ud800" not in echoed.text, echoed.text
     assert [c["text"] for c in api.get(url).json()["comments"]] == ["called the manager"]
