@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,22 +33,14 @@ from playwright.sync_api import Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from alerts.store import AlertStore  # noqa: E402
-from devices.tokens import Role, TokenStore  # noqa: E402
-from simulators.local_services import Influxd, Mosquitto, free_port  # noqa: E402
+from camera_streams import make_tokens  # noqa: E402
+
+from simulators.browser import CHROMIUM_ARGS, BrowserMissing, chromium  # noqa: E402
+from simulators.local_services import Influxd, Mosquitto, free_port, stop_process  # noqa: E402
 from simulators.rtsp import gstreamer_available  # noqa: E402
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 KITCHEN = "kitchen-0001"
 CAMERA = "kitchen-0001-cam-1"
 
@@ -82,18 +73,6 @@ def env_for(data: Path, broker: Mosquitto, influxd: Influxd, port: int) -> dict[
     return env
 
 
-def admin_token(data: Path) -> str:
-    store = AlertStore(f"sqlite:///{data / 'alerts.db'}")
-    try:
-        store.create_schema()
-        tokens = TokenStore(store.engine)
-        tokens.create_schema()
-        secret, _ = tokens.create(f"bench-{time.time_ns()}", Role.ADMIN, None)
-        return secret
-    finally:
-        store.close()
-
-
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
@@ -103,12 +82,7 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
     try:
         yield child
     finally:
-        child.terminate()
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(30)
+        stop_process(child)
 
 
 def wait_for(what: str, check: object, timeout: float) -> None:
@@ -184,9 +158,10 @@ def main() -> int:
         help="save a screenshot of each page under load in this folder",
     )
     args = parser.parse_args()
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        raise SystemExit("Debian's chromium is missing: apt-get install chromium")
+    try:
+        browser_path = chromium()
+    except BrowserMissing as exc:
+        raise SystemExit(str(exc)) from exc
     with tempfile.TemporaryDirectory(prefix="console-bench-") as folder:
         work = Path(folder)
         data = work / "data"
@@ -203,7 +178,7 @@ def main() -> int:
             wait_for("the service", lambda: httpx.get(f"{base}/healthz").status_code == 200, 90)
             if service.poll() is not None:
                 raise SystemExit((work / "api.log").read_text()[-3000:])
-            token = admin_token(data)
+            token, _ = make_tokens(data, [])
             api = stack.enter_context(
                 httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
             )
@@ -232,7 +207,9 @@ def main() -> int:
             alerts = api.get("/api/v1/alerts", params={"kind": "gas_leak"}).json()["items"]
             routes = pages(alerts[0]["id"] if alerts else None)
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                browser = playwright.chromium.launch(
+                    executable_path=browser_path, args=CHROMIUM_ARGS
+                )
                 context = browser.new_context(locale="zh-CN", timezone_id="Asia/Shanghai")
                 context.set_default_timeout(60_000)
                 page = context.new_page()
@@ -244,8 +221,7 @@ def main() -> int:
                 if args.screenshots:
                     shoot(page, base, routes, args.screenshots)
                 for child in (cameras, kitchens):
-                    child.terminate()
-                    child.wait(30)
+                    stop_process(child)
                 time.sleep(5)  # the last messages drain
                 quiet = measure(page, base, routes, args.rounds, live=False)
                 browser.close()

@@ -35,6 +35,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, timeout: float = 30
+) -> None:
+    """Ask a child to stop with `sig`; kill it if it has not within `timeout` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -105,14 +119,8 @@ class _Process:
     def stop(self, sig: signal.Signals | None = None) -> None:
         sig = sig or self.stop_signal
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_process(proc, sig, timeout=20)
 
     def send_signal(self, sig: signal.Signals) -> None:
         """Signal the running process (SIGSTOP/SIGCONT make a server hang and recover)."""

@@ -43,7 +43,7 @@ def picture(frame: Frame, width: int | None = None) -> npt.NDArray[np.uint8]:
         size = (width, max(2, round(image.height * width / image.width / 2) * 2))
     if image.format.name == "yuv420p" and image.width % 2 == 0 and image.height % 2 == 0:
         if size is not None:
-            return _small_from_planes(image, *size)
+            return _small_from_planes(frame, *size)
         return np.asarray(cv2.cvtColor(image.to_ndarray(), cv2.COLOR_YUV2BGR_I420), np.uint8)
     if size is None:
         return np.asarray(image.to_ndarray(format="bgr24"), np.uint8)
@@ -51,19 +51,13 @@ def picture(frame: Frame, width: int | None = None) -> npt.NDArray[np.uint8]:
     return np.asarray(small.to_ndarray(), np.uint8)
 
 
-def _plane(image: av.VideoFrame, index: int) -> npt.NDArray[np.uint8]:
-    plane = image.planes[index]
-    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
-    return rows[: plane.height, : plane.width]
-
-
-def _small_from_planes(image: av.VideoFrame, width: int, height: int) -> npt.NDArray[np.uint8]:
+def _small_from_planes(frame: Frame, width: int, height: int) -> npt.NDArray[np.uint8]:
     """A small BGR picture made at its own size: each plane shrunk first (a few hundredths
     of a millisecond), then converted, rather than converting the whole frame."""
-    y = shrink(_plane(image, 0), width, height)
+    y = shrink(frame.plane(0), width, height)
     chroma = np.empty((height // 2, width // 2, 2), np.uint8)
-    chroma[..., 0] = shrink(_plane(image, 1), width // 2, height // 2)
-    chroma[..., 1] = shrink(_plane(image, 2), width // 2, height // 2)
+    chroma[..., 0] = shrink(frame.plane(1), width // 2, height // 2)
+    chroma[..., 1] = shrink(frame.plane(2), width // 2, height // 2)
     nv12 = np.concatenate([y, chroma.reshape(height // 2, width)])
     return np.asarray(cv2.cvtColor(nv12, cv2.COLOR_YUV2BGR_NV12), np.uint8)
 

@@ -40,13 +40,17 @@ class Frame:
     def height(self) -> int:
         return int(self.image.height)
 
+    def plane(self, index: int) -> Luma:
+        """One plane of a planar frame as a (height, width) view of the decoder's buffer."""
+        plane = self.image.planes[index]
+        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+        return rows[: plane.height, : plane.width]
+
     def luma(self) -> Luma:
         """The Y plane as a (height, width) array: no conversion for planar YUV frames."""
         image = self.image
         if image.format.name in _PLANAR_LUMA:
-            plane = image.planes[0]
-            rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
-            return rows[: image.height, : image.width]
+            return self.plane(0)[: image.height, : image.width]
         return np.asarray(image.to_ndarray(format="gray"), np.uint8)
 
     def bgr(self) -> npt.NDArray[np.uint8]:

@@ -34,7 +34,7 @@ from config.settings import Settings
 from devices.registry import load_registry
 from simulators.camera_fleet import CameraFleet, CameraPlan
 from simulators.cameras import pushed_cameras, served_cameras
-from simulators.local_services import Influxd, Mosquitto, free_port
+from simulators.local_services import Influxd, Mosquitto, free_port, stop_process
 from simulators.rtsp import RtspCameraServer
 from tests.conftest import INVENTORY
 from tests.support import (
@@ -162,12 +162,7 @@ def service(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[byt
         wait_until(healthy, 90, "the service to start")
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,8 +24,9 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 from config.settings import Settings
 from devices.registry import Registry
 from service.mingliang import create_app
+from simulators.browser import CHROMIUM_ARGS, BrowserMissing, chromium
 from simulators.camera import SceneTrack, WhipPublisher
-from simulators.local_services import Influxd, Mosquitto
+from simulators.local_services import Influxd, Mosquitto, stop_process
 from simulators.scenes import Happening, Scene
 from tests.support import LoopThread, make_camera_token, make_settings, make_token, serve
 
@@ -36,24 +36,6 @@ KITCHEN = "kitchen-0001"
 OTHER_KITCHEN = "kitchen-0002"
 CAMERA = "kitchen-0001-cam-1"
 OTHER_CAMERA = "kitchen-0002-cam-1"
-# The flags Chromium needs here: no sandbox as root, and no calls home on a closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.fail("Debian's chromium is not installed: run ./mingliang test, which installs it")
-    return path
 
 
 @dataclass(frozen=True)
@@ -143,18 +125,17 @@ def kitchens(
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(20)
+        stop_process(process)
 
 
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        try:
+            path = chromium()
+        except BrowserMissing as exc:
+            pytest.fail(str(exc))
+        launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:

@@ -20,7 +20,7 @@ function gathered(pc) {
 
 async function watch(cameraId, video, status) {
   const pc = new RTCPeerConnection();
-  let location = null;
+  let session = null; // the WHEP session's address, to end it
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addEventListener("track", (event) => {
     video.srcObject = event.streams[0] || new MediaStream([event.track]);
@@ -41,11 +41,11 @@ async function watch(cameraId, video, status) {
     try { detail = (await response.json()).detail || detail; } catch { /* not JSON */ }
     throw new ApiError(response.status, detail);
   }
-  location = response.headers.get("Location");
+  session = response.headers.get("Location");
   await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
   return () => {
     pc.close();
-    if (location) request(location, { method: "DELETE" }).catch(() => {});
+    if (session) request(session, { method: "DELETE" }).catch(() => {});
   };
 }
 
