@@ -4,12 +4,15 @@ manage who may use it.
   python -m api [--config FILE] [serve] [--no-ingest] [--log-level LEVEL]
   python -m api [--config FILE] tokens create --name NAME --role viewer|supervisor|admin
                                               [--sites ID,ID | --sites '*']
+                                              [--expires-in 30d|12h|90m]
   python -m api [--config FILE] tokens list
   python -m api [--config FILE] tokens revoke NAME
-  python -m api [--config FILE] tokens camera CAMERA_ID       (a camera's WHIP token)
+  python -m api [--config FILE] tokens camera CAMERA_ID [--expires-in 30d|12h|90m]
+                                              (a camera's WHIP token)
   python -m api [--config FILE] tokens revoke-camera CAMERA_ID
 
-Without a command it serves. `--config` may also follow the command.
+Without a command it serves. `--config` may also follow the command. Creating and revoking
+tokens is recorded in the audit trail as cli:<user>@<host> (GET /api/v1/audit).
 """
 
 from __future__ import annotations
@@ -17,21 +20,40 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
 import uvicorn
 
-from alerts.store import AlertStore, AlertStoreError
+from alerts.store import AlertStore, AlertStoreError, now_ms
 from analytics.rules import RulesError, load_rules
 from analytics.video.profiles import ProfileBook, ProfileError
+from api.auth import iso_ms
 from config.settings import ConfigError, Settings, load_settings
+from devices.audit import cli_actor
 from devices.models import CAMERA_TYPES
 from devices.registry import InventoryError, Registry, load_registry
-from devices.tokens import Role, TokenStore, parse_sites
+from devices.tokens import Role, TokenInfo, TokenStore, parse_sites
 from service.mingliang import create_app
 
 _COMMANDS = ("serve", "tokens")
+_UNIT_S = {"d": 86_400, "h": 3_600, "m": 60}
+_MAX_LIFETIME_S = 10 * 365 * 86_400
+
+
+def lifetime_s(text: str) -> int:
+    """`--expires-in`: a whole number of days, hours or minutes (30d, 12h, 90m), in seconds."""
+    match = re.fullmatch(r"\s*(\d{1,7})\s*([dhm])\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a lifetime: a whole number of days, hours or minutes, such as "
+            "30d, 12h or 90m"
+        )
+    seconds = int(match[1]) * _UNIT_S[match[2]]
+    if not 0 < seconds <= _MAX_LIFETIME_S:
+        raise argparse.ArgumentTypeError(f"{text!r}: a lifetime is 1 minute to 10 years")
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated site ids of the inventory the token is limited to, or * for "
         "all sites (the default; an admin token always covers all)",
     )
+    _expires_in(create)
     tsub.add_parser("list", help="list tokens (never their secrets)", parents=[config])
     revoke = tsub.add_parser("revoke", help="revoke a token by name", parents=[config])
     revoke.add_argument("name")
@@ -74,11 +97,21 @@ def _parser() -> argparse.ArgumentParser:
         "camera", help="create a camera's WHIP publishing token", parents=[config]
     )
     camera.add_argument("camera_id")
+    _expires_in(camera)
     uncamera = tsub.add_parser(
         "revoke-camera", help="revoke every token of a camera", parents=[config]
     )
     uncamera.add_argument("camera_id")
     return parser
+
+
+def _expires_in(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--expires-in",
+        type=lifetime_s,
+        metavar="30d|12h|90m",
+        help="refuse the token from this long after now on (the default: never)",
+    )
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
@@ -126,17 +159,43 @@ def _sites(text: str | None, registry: Registry) -> frozenset[str] | None:
     return sites
 
 
+def _expiry(args: argparse.Namespace) -> int | None:
+    """The epoch ms `--expires-in` names, if it was given."""
+    seconds: int | None = getattr(args, "expires_in", None)
+    return None if seconds is None else now_ms() + seconds * 1000
+
+
+def _until(expires_ms: int | None) -> str:
+    return "" if expires_ms is None else f", until {iso_ms(expires_ms)}"
+
+
+def _listed(info: TokenInfo, now: int) -> str:
+    """One line of `tokens list`: name, role, sites, state, and when it expires (or never)."""
+    state = "revoked" if info.revoked_ms else "expired" if info.expired(now) else "active"
+    scope = ",".join(sorted(info.sites)) if info.sites else "*"
+    expires = "never" if info.expires_ms is None else iso_ms(info.expires_ms)
+    return f"{info.name}\t{info.role.value}\t{scope}\t{state}\t{expires}"
+
+
 def _tokens(settings: Settings, registry: Registry, args: argparse.Namespace) -> int:
     store = AlertStore(settings.alert_store_url)
     store.create_schema()
     tokens = TokenStore(store.engine)
     tokens.create_schema()
+    # The audit trail's who and from where: a command line has no other identity.
+    by = cli_actor()
     try:
         if args.action == "create":
             sites = _sites(args.sites, registry)
-            secret, info = tokens.create(args.name, Role(args.role), sites)
+            expires = _expiry(args)
+            secret, info = tokens.create(
+                args.name, Role(args.role), sites, expires_ms=expires, actor=by, source=by
+            )
             scope = ", ".join(sorted(sites)) if sites else "all sites"
-            print(f"token for {info.name} ({info.role.value}, {scope}); it is shown only once:")
+            print(
+                f"token for {info.name} ({info.role.value}, {scope}{_until(expires)}); "
+                "it is shown only once:"
+            )
             print(secret)
         elif args.action == "camera":
             device = registry.devices.get(args.camera_id)
@@ -145,16 +204,24 @@ def _tokens(settings: Settings, registry: Registry, args: argparse.Namespace) ->
                     f"error: {args.camera_id!r} is not a camera of the inventory", file=sys.stderr
                 )
                 return 1
-            print(f"WHIP token for camera {args.camera_id}; it is shown only once:")
-            print(tokens.create_camera(args.camera_id))
+            expires = _expiry(args)
+            secret = tokens.create_camera(
+                args.camera_id, expires_ms=expires, site_id=device.site_id, actor=by, source=by
+            )
+            print(
+                f"WHIP token for camera {args.camera_id}{_until(expires)}; it is shown only once:"
+            )
+            print(secret)
         elif args.action == "revoke-camera":
-            print(f"revoked {tokens.revoke_camera(args.camera_id)} token(s) of {args.camera_id}")
+            device = registry.devices.get(args.camera_id)
+            site = None if device is None else device.site_id
+            count = tokens.revoke_camera(args.camera_id, site_id=site, actor=by, source=by)
+            print(f"revoked {count} token(s) of {args.camera_id}")
         elif args.action == "list":
+            now = now_ms()
             for info in tokens.list():
-                state = "revoked" if info.revoked_ms else "active"
-                scope = ",".join(sorted(info.sites)) if info.sites else "*"
-                print(f"{info.name}\t{info.role.value}\t{scope}\t{state}")
-        elif not tokens.revoke(args.name):
+                print(_listed(info, now))
+        elif not tokens.revoke(args.name, actor=by, source=by):
             print(f"error: no active token named {args.name!r}", file=sys.stderr)
             return 1
         else:

@@ -19,6 +19,7 @@ from analytics.events import TAXONOMY, Category, Severity
 from analytics.lifecycle import Action, Status
 from api import stream
 from api.auth import Caller, require_site
+from api.guard import client_address
 from api.state import AppState, app_state
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -249,11 +250,18 @@ def _now_ms() -> int:
 
 
 async def _act(
-    state: AppState, caller: Caller, alert_id: int, action: Action, note: Note
+    request: Request, state: AppState, caller: Caller, alert_id: int, action: Action, note: Note
 ) -> ChangeView:
     await _visible(state, caller, alert_id, act=True)
     try:
-        change = await asyncio.to_thread(state.alerts.act, alert_id, action, caller.name, note.note)
+        change = await asyncio.to_thread(
+            state.alerts.act,
+            alert_id,
+            action,
+            caller.name,
+            note.note,
+            source=client_address(request),
+        )
     except TransitionRefused as exc:
         raise HTTPException(409, exc.reason) from exc
     state.changed()
@@ -262,16 +270,16 @@ async def _act(
 
 @router.post("/{alert_id}/acknowledge", response_model=ChangeView, summary="Acknowledge")
 async def acknowledge(
-    state: State, caller: Caller, alert_id: AlertId, body: Note | None = None
+    request: Request, state: State, caller: Caller, alert_id: AlertId, body: Note | None = None
 ) -> ChangeView:
-    return await _act(state, caller, alert_id, Action.ACKNOWLEDGE, body or Note())
+    return await _act(request, state, caller, alert_id, Action.ACKNOWLEDGE, body or Note())
 
 
 @router.post("/{alert_id}/resolve", response_model=ChangeView, summary="Resolve")
 async def resolve(
-    state: State, caller: Caller, alert_id: AlertId, body: Note | None = None
+    request: Request, state: State, caller: Caller, alert_id: AlertId, body: Note | None = None
 ) -> ChangeView:
-    return await _act(state, caller, alert_id, Action.RESOLVE, body or Note())
+    return await _act(request, state, caller, alert_id, Action.RESOLVE, body or Note())
 
 
 @router.post(
@@ -280,16 +288,29 @@ async def resolve(
     summary="Move a street case on: file, dispatch, handle, verify, close or cancel",
 )
 async def case_step(
-    state: State, caller: Caller, alert_id: AlertId, action: CaseAction, body: Note | None = None
+    request: Request,
+    state: State,
+    caller: Caller,
+    alert_id: AlertId,
+    action: CaseAction,
+    body: Note | None = None,
 ) -> ChangeView:
-    return await _act(state, caller, alert_id, Action(action.value), body or Note())
+    return await _act(request, state, caller, alert_id, Action(action.value), body or Note())
 
 
 @router.post("/{alert_id}/assign", response_model=ChangeView, summary="Assign to a person")
-async def assign(state: State, caller: Caller, alert_id: AlertId, body: Assignment) -> ChangeView:
+async def assign(
+    request: Request, state: State, caller: Caller, alert_id: AlertId, body: Assignment
+) -> ChangeView:
     await _visible(state, caller, alert_id, act=True)
     try:
-        change = await asyncio.to_thread(state.alerts.assign, alert_id, body.assignee, caller.name)
+        change = await asyncio.to_thread(
+            state.alerts.assign,
+            alert_id,
+            body.assignee,
+            caller.name,
+            source=client_address(request),
+        )
     except TransitionRefused as exc:
         raise HTTPException(409, exc.reason) from exc
     state.changed()
@@ -297,8 +318,12 @@ async def assign(state: State, caller: Caller, alert_id: AlertId, body: Assignme
 
 
 @router.post("/{alert_id}/comments", response_model=ChangeView, summary="Add a comment")
-async def comment(state: State, caller: Caller, alert_id: AlertId, body: NewComment) -> ChangeView:
+async def comment(
+    request: Request, state: State, caller: Caller, alert_id: AlertId, body: NewComment
+) -> ChangeView:
     await _visible(state, caller, alert_id, act=True)
-    change = await asyncio.to_thread(state.alerts.comment, alert_id, caller.name, body.text)
+    change = await asyncio.to_thread(
+        state.alerts.comment, alert_id, caller.name, body.text, source=client_address(request)
+    )
     state.changed()
     return ChangeView.of(change)

@@ -8,19 +8,25 @@ session cookie instead. A cookie goes with every request the browser makes to th
 whoever's page asked for it, so a change made by cookie must also carry the session's CSRF
 value in a header: only our page, which read it from the sign-in answer, knows it. A request
 with an Authorization header is judged by that header alone.
+
+Every check of a secret goes through the guard (api/guard.py): an address that failed too
+often is answered 429 without its token being looked at, failures are counted by reason, and
+a success forgets the address's failures. A token with an expiry that has passed gets its own
+401 ("token expired on ..."): its holder did have it once, so saying so reveals nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+from datetime import UTC, datetime
 from typing import Annotated, Final
 
 from fastapi import Depends, HTTPException, Request
 
 from api.state import AppState, app_state
 from devices.sessions import ActiveSession
-from devices.tokens import Principal, Role
+from devices.tokens import Principal, Refusal, Refused, Role
 
 SESSION_COOKIE: Final = "mingliang_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
@@ -29,23 +35,58 @@ SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # With auth turned off (a closed test network), every caller is an administrator.
 NOBODY_CHECKED = Principal(name="anonymous", role=Role.ADMIN, sites=None)
+# A browser sends its cookie with every request on its own, many at once when a page loads:
+# a session that is over proves its holder once signed in, and counting each of those
+# requests would make everyone behind the same address wait. Only a cookie that names no
+# session at all may be a guess.
+GUESSED_COOKIES: Final = frozenset({Refusal.MALFORMED, Refusal.UNKNOWN_SESSION})
 
 
 def unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="mingliang"'})
 
 
+def iso_ms(at_ms: int) -> str:
+    """Epoch milliseconds as an RFC 3339 time in UTC, to the second."""
+    return datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def token_refusal(refused: Refused) -> str:
+    """The 401 detail for an API token that was refused."""
+    if refused.reason is Refusal.EXPIRED and refused.expired_ms is not None:
+        return (
+            f"token expired on {iso_ms(refused.expired_ms)}: "
+            "an administrator makes a new one with python -m api tokens create"
+        )
+    if refused.reason is Refusal.WRONG_KIND:
+        return "a camera token publishes its camera's video only: use an API token (mlt_...)"
+    # Unknown and revoked alike: the answer must not tell which tokens exist.
+    return "unknown or revoked token"
+
+
+def session_refusal(refused: Refused) -> str:
+    """The 401 detail for a session cookie that was refused."""
+    if refused.reason is Refusal.EXPIRED and refused.expired_ms is not None:
+        return (
+            f"your session ended: its token expired on {iso_ms(refused.expired_ms)}; "
+            "sign in again with a new token"
+        )
+    return "your session expired or was ended (signed out, or its token revoked): sign in again"
+
+
 async def cookie_session(request: Request, state: AppState) -> ActiveSession | None:
     """The live session the request's cookie names; None without a cookie; 401 for a cookie
-    whose session is over (expired, signed out, or its token revoked)."""
+    whose session is over (expired, signed out, or its token revoked or expired); 429 while
+    the address must wait."""
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
         return None
-    found = await asyncio.to_thread(state.sessions.verify, secret)
-    if found is None:
-        raise unauthorized(
-            "your session expired or was ended (signed out, or its token revoked): sign in again"
-        )
+    state.guard.admit(request)
+    found = await asyncio.to_thread(state.sessions.authenticate, secret)
+    if isinstance(found, Refused):
+        state.guard.failed(request, found.reason, throttle=found.reason in GUESSED_COOKIES)
+        raise unauthorized(session_refusal(found))
+    state.guard.succeeded(request)
     return found
 
 
@@ -76,12 +117,17 @@ async def principal(request: Request, state: Annotated[AppState, Depends(app_sta
             "missing token: send 'Authorization: Bearer <token>' "
             "(an administrator creates one with: python -m api tokens create)"
         )
+    guard = state.guard
+    guard.admit(request)
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        guard.failed(request, Refusal.MALFORMED)
         raise unauthorized("the Authorization header must be 'Bearer <token>'")
-    found = await asyncio.to_thread(state.tokens.verify, token.strip())
-    if found is None:
-        raise unauthorized("unknown or revoked token")
+    found = await asyncio.to_thread(state.tokens.authenticate, token.strip())
+    if isinstance(found, Refused):
+        guard.failed(request, found.reason)
+        raise unauthorized(token_refusal(found))
+    guard.succeeded(request)
     return found
 
 

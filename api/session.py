@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 from typing import Annotated, Final
 
@@ -24,15 +25,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alerts.store.db import now_ms
 from api.auth import (
+    GUESSED_COOKIES,
     NOBODY_CHECKED,
     SESSION_COOKIE,
     cookie_session,
     require_csrf,
+    token_refusal,
     unauthorized,
 )
 from api.body import BodyTooLarge, read_capped
+from api.guard import client_address
 from api.state import AppState, app_state
-from devices.tokens import CAMERA_PREFIX, Principal, Role
+from devices.tokens import Principal, Refused, Role
 
 router = APIRouter(prefix="/api/v1/session", tags=["session"])
 State = Annotated[AppState, Depends(app_state)]
@@ -119,27 +123,37 @@ async def _sign_in_body(request: Request) -> SignIn:
             "content": {JSON: {"schema": SignIn.model_json_schema()}},
         }
     },
-    responses={401: {"description": "Unknown or revoked token."}},
+    responses={
+        401: {"description": "Unknown, revoked or expired token."},
+        429: {"description": "Too many failed attempts from this address: wait Retry-After."},
+    },
 )
 async def sign_in(request: Request, response: Response, state: State) -> SessionView:
-    """Sets the HttpOnly cookie `mingliang_session` for `console.session_ttl_s`; the answer says
-    who the token speaks for and the CSRF value to send with every change. With auth off,
-    answers as the anonymous administrator and sets no cookie."""
+    """Sets the HttpOnly cookie `mingliang_session` for `console.session_ttl_s`, or until the
+    token expires if that is sooner; the answer says who the token speaks for and the CSRF
+    value to send with every change. With auth off, answers as the anonymous administrator and
+    sets no cookie."""
+    if state.settings.auth.enabled:
+        state.guard.admit(request)
     body = await _sign_in_body(request)
     response.headers.update(NO_STORE)
     if not state.settings.auth.enabled:
         return _anonymous(state)
     token = body.token.strip()
-    if token.startswith(CAMERA_PREFIX):
-        raise unauthorized("a camera token cannot sign in: use an API token (mlt_...)")
     ttl_s = state.settings.console.session_ttl_s
-    opened = await asyncio.to_thread(state.sessions.open, token, ttl_s)
-    if opened is None:
-        raise unauthorized("unknown or revoked token")
+    opened = await asyncio.to_thread(
+        state.sessions.open, token, ttl_s, source=client_address(request)
+    )
+    if isinstance(opened, Refused):
+        state.guard.failed(request, opened.reason)
+        raise unauthorized(token_refusal(opened))
+    state.guard.succeeded(request)
+    # The browser forgets the cookie when the session ends, the token's expiry included.
+    left_s = math.ceil((opened.expires_ms - now_ms()) / 1000)
     response.set_cookie(
         SESSION_COOKIE,
         opened.secret,
-        max_age=ttl_s,
+        max_age=max(1, min(ttl_s, left_s)),
         path="/",
         secure=state.settings.console.secure_cookie,
         httponly=True,
@@ -175,10 +189,15 @@ async def sign_out(request: Request, state: State) -> Response:
     or with one whose session is already over, ends nothing and still clears the cookie."""
     secret = request.cookies.get(SESSION_COOKIE)
     if secret and state.settings.auth.enabled:
-        session = await asyncio.to_thread(state.sessions.verify, secret)
-        if session is not None:
-            require_csrf(request, session)
-            await asyncio.to_thread(state.sessions.close, secret)
+        state.guard.admit(request)
+        found = await asyncio.to_thread(state.sessions.authenticate, secret)
+        if isinstance(found, Refused):
+            # Nothing to end; only a secret naming no session may be a guess (api/auth.py).
+            state.guard.failed(request, found.reason, throttle=found.reason in GUESSED_COOKIES)
+        else:
+            state.guard.succeeded(request)
+            require_csrf(request, found)
+            await asyncio.to_thread(state.sessions.close, secret, source=client_address(request))
     done = Response(status_code=204, headers=NO_STORE)
     # The attributes it was set with: a browser replaces only the cookie whose path matches.
     done.delete_cookie(

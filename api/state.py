@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry
@@ -11,7 +11,9 @@ from prometheus_client import CollectorRegistry
 from alerts.feed import ChangeFeed
 from alerts.store import AlertStore
 from analytics.video.profiles import ProfileBook
+from api.guard import AuthGuard
 from config.settings import Settings
+from devices.audit import AuditLog
 from devices.registry import Registry
 from devices.sessions import SessionStore
 from devices.tokens import TokenStore
@@ -38,6 +40,14 @@ class AppState:
     profiles: ProfileBook  # each camera's analytics profile, as the workers use it
     cameras: CameraPool | None = None  # None: the video path is off
     camera_monitor: CameraMonitor | None = None
+    # Made from the fields above, so that whoever assembles the state need not know them.
+    guard: AuthGuard = field(init=False)  # the failed-authentication slow-down (api/guard.py)
+    audit: AuditLog = field(init=False)  # the audit trail, in the alert store's database
+
+    def __post_init__(self) -> None:
+        # Frozen: the dataclass's own way to set a field once, at construction.
+        object.__setattr__(self, "guard", AuthGuard(self.settings.auth, self.metrics))
+        object.__setattr__(self, "audit", AuditLog(self.alerts.engine))
 
 
 def app_state(request: Request) -> AppState:

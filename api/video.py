@@ -19,11 +19,11 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from analytics.video.profile import CameraProfile
-from api.auth import Caller, require_site
+from api.auth import Caller, iso_ms, require_site
 from api.body import BodyTooLarge, read_capped
 from api.state import AppState, app_state
 from devices.models import CAMERA_TYPES, Device
-from devices.tokens import Principal
+from devices.tokens import Principal, Refusal, Refused
 from ingest.video.hub import ANY_OWNER
 from ingest.video.monitor import VideoState
 from ingest.video.pool import CameraPool, WorkerUnavailable
@@ -57,19 +57,38 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="cameras"'})
 
 
+def _camera_refusal(refused: Refused) -> str:
+    if refused.reason is Refusal.EXPIRED and refused.expired_ms is not None:
+        return (
+            f"camera token expired on {iso_ms(refused.expired_ms)}: install a new one "
+            "(python -m api tokens camera CAMERA_ID)"
+        )
+    if refused.reason is Refusal.WRONG_KIND:
+        return "an API token cannot publish video: use the camera's own token (mlc_...)"
+    return "unknown or revoked camera token"
+
+
 async def _camera_publisher(request: Request, state: AppState, camera_id: str) -> None:
-    """401/403 unless the request carries a token of this very camera."""
+    """401/403 unless the request carries a token of this very camera; 429 while its address
+    must wait after failing too often (api/guard.py)."""
     if not state.settings.auth.enabled:
         return
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    header = request.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    if header:
+        state.guard.admit(request)
     if scheme.lower() != "bearer" or not token.strip():
+        if header:
+            state.guard.failed(request, Refusal.MALFORMED)
         raise _unauthorized(
             "missing camera token: send 'Authorization: Bearer <camera token>' "
             "(an administrator creates one with: python -m api tokens camera CAMERA_ID)"
         )
-    owner = await asyncio.to_thread(state.tokens.verify_camera, token.strip())
-    if owner is None:
-        raise _unauthorized("unknown or revoked camera token")
+    owner = await asyncio.to_thread(state.tokens.authenticate_camera, token.strip())
+    if isinstance(owner, Refused):
+        state.guard.failed(request, owner.reason)
+        raise _unauthorized(_camera_refusal(owner))
+    state.guard.succeeded(request)
     if owner != camera_id:
         raise HTTPException(403, f"this token publishes for camera {owner!r}, not {camera_id!r}")
 

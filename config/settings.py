@@ -238,6 +238,44 @@ class AuthSettings(_Section):
         description="Require a bearer token, or a console session opened with one, on /api/v1 "
         "(see `python -m api tokens`). Turn off only on a closed test network."
     )
+    free_failures: int = Field(
+        description="Failed authentications (API and camera tokens, sign-ins, session cookies "
+        "naming no session) a client address may make before it has to wait: its further "
+        "attempts are then refused with 429, without checking anything, for "
+        "`penalty_initial_s`.",
+        ge=1,
+        le=1000,
+    )
+    failure_window_s: int = Field(
+        description="An address's failures are forgotten once it has gone this long without "
+        "failing again (a success forgets them at once).",
+        ge=10,
+        le=86400,
+    )
+    penalty_initial_s: float = Field(
+        description="The first wait once `free_failures` are used up; it doubles with every "
+        "further failure.",
+        gt=0,
+        le=3600,
+    )
+    penalty_max_s: float = Field(
+        description="The longest wait; at most `failure_window_s`.", gt=0, le=86400
+    )
+    tracked_addresses: int = Field(
+        description="Most client addresses whose failures are remembered (a few hundred bytes "
+        "each); beyond it the address that failed longest ago is forgotten.",
+        ge=100,
+        le=10_000_000,
+    )
+
+    @model_validator(mode="after")
+    def _penalties(self) -> AuthSettings:
+        if self.penalty_initial_s > self.penalty_max_s:
+            raise ValueError("penalty_initial_s must not exceed penalty_max_s")
+        if self.penalty_max_s > self.failure_window_s:
+            # Else an address's record could be forgotten while it is still made to wait.
+            raise ValueError("penalty_max_s must not exceed failure_window_s")
+        return self
 
 
 class ConsoleSettings(_Section):

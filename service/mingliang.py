@@ -34,6 +34,7 @@ from analytics import camera_watch
 from analytics.rules import load_rules
 from analytics.video.profiles import ProfileBook
 from api import alerts, console, directory, errors, health, rejections, session, telemetry, video
+from api import audit as audit_api
 from api.state import AppState
 from config.settings import Settings
 from devices.registry import Registry
@@ -232,7 +233,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, directory, telemetry, alerts, rejections, video, session):
+    for module in (health, directory, telemetry, alerts, rejections, video, session, audit_api):
         app.include_router(module.router)
     console.install(app)
     return app

@@ -171,6 +171,16 @@ class ManualClock:
         return self.now
 
 
+class ManualSeconds:
+    """A monotonic clock (seconds) that moves only when a test moves it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def make_camera_token(settings: Settings, camera_id: str) -> str:
     """A camera's WHIP publishing token in the test's alert store."""
     from alerts.store import AlertStore

@@ -7,8 +7,10 @@
 
 Tables: ``alerts`` (one row per alert; at most one unresolved row per (site, device, rule),
 enforced by a partial unique index), ``alert_comments``, ``alert_changes`` (the change log;
-``seq`` is the Server-Sent Events id) and ``rule_state`` (JSON state of the telemetry rules);
-devices.tokens keeps ``api_tokens`` in the same database, sharing ``AlertStore.engine``.
+``seq`` is the Server-Sent Events id), ``rule_state`` (JSON state of the telemetry rules) and
+``audit_log`` (who changed what: every change gets an entry in its own transaction; read and
+written by others through devices.audit); devices.tokens keeps ``api_tokens`` in the same
+database, sharing ``AlertStore.engine``.
 The API calls the store through ``asyncio.to_thread``; the alert engine thread calls it
 directly. Times are epoch milliseconds.
 

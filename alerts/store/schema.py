@@ -127,6 +127,32 @@ alert_changes = Table(
 )
 Index("alert_changes_alert", alert_changes.c.alert_id, alert_changes.c.seq)
 
+# Who changed what, when and from where (devices/audit.py reads and writes it). Defined with
+# the alert tables so that every alert change writes its entry in its own transaction, and so
+# that AlertStore.create_schema makes it: devices/audit.py builds on this package, not the
+# reverse.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target_kind", Text, nullable=False),
+    Column("target_id", Text, nullable=False),
+    Column("site_id", Text),
+    Column("source", Text),  # a client address, "rules", or cli:<user>@<host>
+    Column("details", JSON, nullable=False),
+    # Ids order the trail and page it: never reused, even after the newest row is deleted.
+    sqlite_autoincrement=True,
+)
+# Read newest first (by id) under the filters an administrator uses most; the time filter
+# has its own. Each index is one more write per change: no more of them than this.
+Index("audit_log_target", audit_log.c.target_kind, audit_log.c.target_id, audit_log.c.id)
+Index("audit_log_actor", audit_log.c.actor, audit_log.c.id)
+Index("audit_log_site", audit_log.c.site_id, audit_log.c.id)
+Index("audit_log_at", audit_log.c.at_ms)
+
 rule_state = Table(
     "rule_state",
     metadata,

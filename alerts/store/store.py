@@ -2,8 +2,10 @@
 
 Every mutating method is one transaction that updates the alert and appends its change-log
 row together, so an SSE client replaying the log never sees a change the alerts table lacks,
-or the reverse. Life-cycle rules come from analytics.lifecycle; this module only persists
-their outcome.
+or the reverse. The same transaction adds the change's entry to the audit trail
+(devices/audit.py): who, what, when and from where (`source`: the client address of an API
+call, "rules" for the alert engine). Life-cycle rules come from analytics.lifecycle; this
+module only persists their outcome.
 
 Concurrency:
 * Raising is one upsert against the partial unique index on unresolved (source, rule).
@@ -73,6 +75,7 @@ from alerts.store.schema import (
     alert_changes,
     alert_comments,
     alerts,
+    audit_log,
     device_key,
     metadata,
     rule_state,
@@ -108,6 +111,7 @@ _RESOLUTION: Final[Mapping[Action, str]] = {
     Action.CANCEL: "cancelled",
 }
 SYSTEM_ACTOR: Final = "system"
+ENGINE_SOURCE: Final = "rules"  # the audit trail's source of what the alert engine changes
 
 
 def _kind(name: str) -> Kind:
@@ -245,7 +249,8 @@ class AlertStore:
                     # The upsert holds the row (PostgreSQL row lock, SQLite write lock) until
                     # commit, so this read-modify-write cannot interleave with another raise.
                     alert = self._update(conn, alert.id, {"evidence": list(merged)})
-            return self._log(conn, alert, action, _rule_actor(signal.rule), now)
+            actor = _rule_actor(signal.rule)
+            return self._log(conn, alert, action, actor, now, None, ENGINE_SOURCE)
 
     def clear(self, signal: Clear) -> Change | None:
         """The condition ended: resolve the alert, or for a street case record `ended_ms`.
@@ -284,17 +289,27 @@ class AlertStore:
                 guard = alerts.c.ended_ms.is_(None)
                 updated = self._update_if(conn, alert, values, now, guard)
                 if updated is not None:
-                    return self._log(conn, updated, action, _rule_actor(signal.rule), now)
+                    actor = _rule_actor(signal.rule)
+                    return self._log(conn, updated, action, actor, now, None, ENGINE_SOURCE)
         raise AlertStoreError(
             f"{signal.source.key} {signal.rule}: gave up after {_ATTEMPTS} concurrent changes"
         )
 
     # -- people ----------------------------------------------------------------------------
 
-    def act(self, alert_id: int, action: Action, actor: str, note: str | None = None) -> Change:
+    def act(
+        self,
+        alert_id: int,
+        action: Action,
+        actor: str,
+        note: str | None = None,
+        *,
+        source: str | None = None,
+    ) -> Change:
         """Apply a life-cycle action; TransitionRefused (with the reason) if it does not apply.
 
-        A note is kept as a comment by `actor` and on the change-log entry.
+        A note is kept as a comment by `actor` and on the change-log entry. `source` is where
+        the actor acted from (a client address), for the audit trail.
         """
         action = Action(action)
         _text("actor", actor)
@@ -325,10 +340,12 @@ class AlertStore:
                     continue  # another writer changed the state since we read it: read again
                 if note is not None:
                     self._insert_comment(conn, alert_id, actor, note, now)
-                return self._log(conn, updated, _PAST[action], actor, now, note)
+                return self._log(conn, updated, _PAST[action], actor, now, note, source)
         raise AlertStoreError(f"alert {alert_id}: gave up after {_ATTEMPTS} concurrent changes")
 
-    def assign(self, alert_id: int, assignee: str | None, actor: str) -> Change:
+    def assign(
+        self, alert_id: int, assignee: str | None, actor: str, *, source: str | None = None
+    ) -> Change:
         """Give the alert to `assignee` (None takes it back); refused once resolved."""
         _text("actor", actor)
         if assignee is not None:
@@ -343,10 +360,14 @@ class AlertStore:
                 now = self._clock()
                 updated = self._update_if(conn, alert, {"assignee": assignee}, now)
                 if updated is not None:
-                    return self._log(conn, updated, ChangeAction.ASSIGNED, actor, now, assignee)
+                    return self._log(
+                        conn, updated, ChangeAction.ASSIGNED, actor, now, assignee, source
+                    )
         raise AlertStoreError(f"alert {alert_id}: gave up after {_ATTEMPTS} concurrent changes")
 
-    def comment(self, alert_id: int, author: str, text: str) -> Change:
+    def comment(
+        self, alert_id: int, author: str, text: str, *, source: str | None = None
+    ) -> Change:
         """Add a comment; allowed in any state, resolved included (findings after the fact)."""
         _text("author", author)
         _text("comment", text)
@@ -355,7 +376,7 @@ class AlertStore:
             now = self._clock()
             self._insert_comment(conn, alert_id, author, text, now)
             alert = self._update(conn, alert_id, {"updated_ms": now})
-            return self._log(conn, alert, ChangeAction.COMMENTED, author, now, text)
+            return self._log(conn, alert, ChangeAction.COMMENTED, author, now, text, source)
 
     def overdue(
         self,
@@ -440,7 +461,7 @@ class AlertStore:
                     due.append((updated, actions))
             # Log only after every row update: the PostgreSQL log lock must come last.
             return [
-                self._log(conn, alert, action, SYSTEM_ACTOR, now_ms)
+                self._log(conn, alert, action, SYSTEM_ACTOR, now_ms, None, ENGINE_SOURCE)
                 for alert, actions in due
                 for action in actions
             ]
@@ -629,7 +650,8 @@ class AlertStore:
         action: ChangeAction,
         actor: str,
         at_ms: int,
-        note: str | None = None,
+        note: str | None,
+        source: str | None,
     ) -> Change:
         advisory_lock(conn, CHANGELOG_LOCK)
         seq = conn.execute(
@@ -646,6 +668,30 @@ class AlertStore:
             )
             .returning(alert_changes.c.seq)
         ).scalar_one()
+        # The trail names the change (its seq) rather than repeating its note: the alert's
+        # history has the text, and the trail stays small.
+        details: dict[str, Any] = {
+            "seq": int(seq),
+            "kind": alert.kind,
+            "status": alert.status.value,
+            "severity": alert.severity.value,
+        }
+        if alert.case_status is not None:
+            details["case_status"] = alert.case_status.value
+        if action is ChangeAction.ASSIGNED:
+            details["assignee"] = note
+        conn.execute(
+            insert(audit_log).values(
+                at_ms=at_ms,
+                actor=actor,
+                action=f"alert.{action.value}",
+                target_kind="alert",
+                target_id=str(alert.id),
+                site_id=alert.site_id,
+                source=source,
+                details=details,
+            )
+        )
         return Change(
             int(seq), alert.id, alert.site_id, alert.kind, action, actor, at_ms, alert, note
         )

@@ -14,7 +14,7 @@ from alerts.store import AlertStore
 from alerts.store.db import now_ms
 from config.settings import Settings
 from devices.registry import Registry
-from devices.sessions import SessionStore
+from devices.sessions import OpenedSession, SessionStore
 from devices.tokens import TokenStore
 from service.mingliang import create_app
 from simulators.local_services import Influxd, Mosquitto
@@ -249,7 +249,7 @@ def test_an_expired_session_is_401(admin: httpx.Client, settings: Settings) -> N
         opened = SessionStore(store.engine, clock=clock).open(token, 60)
     finally:
         store.close()
-    assert opened is not None
+    assert isinstance(opened, OpenedSession)
     with with_cookie(admin, opened.secret) as stale:
         expired = stale.get("/api/v1/alerts")
         assert expired.status_code == 401 and "expired" in expired.json()["detail"]

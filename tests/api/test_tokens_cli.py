@@ -103,6 +103,8 @@ def test_the_usage_line_documents_what_argparse_accepts(tmp_path: Path) -> None:
         (["--config", "x.toml", "tokens", "list"], "tokens"),
         (["tokens", "list", "--config", "x.toml"], "tokens"),
         (["tokens", "create", "--name", "a", "--role", "viewer", "--sites", "*"], "tokens"),
+        (["tokens", "create", "--name", "a", "--role", "viewer", "--expires-in", "30d"], "tokens"),
+        (["tokens", "camera", "kitchen-0001-cam-1", "--expires-in", "12h"], "tokens"),
     ):
         assert _arguments(argv).command == command, argv
 
@@ -122,3 +124,37 @@ def test_camera_tokens(tmp_path: Path) -> None:
         assert store.verify_camera(secret) is None
     finally:
         store.close()
+
+
+def test_tokens_may_expire(tmp_path: Path) -> None:
+    from alerts.store import now_ms
+    from api.auth import iso_ms
+
+    before = now_ms()
+    made = tokens(tmp_path, "create", "--name", "temp", "--role", "viewer", "--expires-in", "12h")
+    after = now_ms()
+    assert made.returncode == 0, made.stderr
+    assert "(viewer, all sites, until 20" in made.stdout
+    store = TokenStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    try:
+        (info,) = store.list()
+        assert info.expires_ms is not None
+        assert before + 12 * 3_600_000 <= info.expires_ms <= after + 12 * 3_600_000
+        assert store.verify(made.stdout.splitlines()[-1]) is not None
+    finally:
+        store.close()
+    assert tokens(tmp_path, "create", "--name", "forever", "--role", "viewer").returncode == 0
+    listed = tokens(tmp_path, "list").stdout.splitlines()
+    assert listed == [
+        f"temp\tviewer\t*\tactive\t{iso_ms(info.expires_ms)}",
+        "forever\tviewer\t*\tactive\tnever",
+    ]
+    camera = tokens(tmp_path, "camera", "kitchen-0001-cam-1", "--expires-in", "90m")
+    assert camera.returncode == 0 and ", until 20" in camera.stdout
+
+    for wrong in ("12", "5x", "0m", "-1d", "99999999d", "1.5h"):
+        refused = tokens(
+            tmp_path, "create", "--name", "x", "--role", "viewer", "--expires-in", wrong
+        )
+        assert refused.returncode == 2 and "--expires-in" in refused.stderr, wrong
+    assert "x\t" not in tokens(tmp_path, "list").stdout

@@ -97,3 +97,13 @@ def test_a_misspelt_variable_is_refused_by_name(name: str, says: str) -> None:
 def test_nested_keys_and_the_test_suites_variables_are_accepted() -> None:
     env = {"MINGLIANG_ALERTS__REMIND_AFTER_S__CRITICAL": "60", "MINGLIANG_TEST_PGPORT": "5"}
     assert load_settings(env).alerts.remind_after_s["critical"] == 60
+
+
+def test_auth_penalties_must_fit_the_window() -> None:
+    settings = load_settings({})
+    assert (settings.auth.free_failures, settings.auth.failure_window_s) == (5, 300)
+    assert (settings.auth.penalty_initial_s, settings.auth.penalty_max_s) == (1, 60)
+    with pytest.raises(ConfigError, match="penalty_max_s must not exceed failure_window_s"):
+        load_settings({}, auth={"penalty_max_s": 600})
+    with pytest.raises(ConfigError, match="penalty_initial_s must not exceed penalty_max_s"):
+        load_settings({}, auth={"penalty_initial_s": 90})

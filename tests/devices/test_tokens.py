@@ -7,13 +7,15 @@ from collections.abc import Iterator
 from dataclasses import fields
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import JSON, BigInteger, Column, Integer, MetaData, Table, Text, inspect, text
 
 from alerts.store import AlertStore, make_engine
 from devices.tokens import (
     CAMERA_PREFIX,
     PREFIX,
     Principal,
+    Refusal,
+    Refused,
     Role,
     TokenInfo,
     TokenStore,
@@ -77,6 +79,7 @@ def test_only_the_hash_is_stored(tokens: TokenStore, store_url: str) -> None:
         "sites",
         "created_ms",
         "revoked_ms",
+        "expires_ms",
     }
     assert tokens.list() == [info]
 
@@ -187,3 +190,105 @@ def test_camera_tokens_publish_for_one_camera(tokens: TokenStore) -> None:
     assert tokens.revoke_camera("kitchen-0001-cam-1") == 0
     with pytest.raises(ValueError):
         tokens.create_camera(" ")
+
+
+def test_a_token_with_an_expiry_works_until_then(tokens: TokenStore, clock: ManualClock) -> None:
+    expires = clock.now + 3_600_000
+    token, info = tokens.create("temp", Role.VIEWER, frozenset({"k1"}), expires_ms=expires)
+    forever, _ = tokens.create("ops", Role.ADMIN, None)
+    assert info.expires_ms == expires and not info.expired(clock.now)
+    assert tokens.verify(token) == Principal("temp", Role.VIEWER, frozenset({"k1"}))
+    clock.now = expires - 1
+    assert tokens.authenticate(token) == Principal("temp", Role.VIEWER, frozenset({"k1"}))
+    clock.now = expires
+    assert tokens.authenticate(token) == Refused(Refusal.EXPIRED, expires)
+    assert tokens.verify(token) is None
+    assert tokens.verify(forever) is not None  # no expiry: never
+    listed = {t.name: t for t in tokens.list()}
+    assert listed["temp"].expired(clock.now) and listed["temp"].active  # expired, not revoked
+    assert listed["ops"].expires_ms is None and not listed["ops"].expired(clock.now)
+    with pytest.raises(ValueError, match="expire before it is made"):
+        tokens.create("late", Role.VIEWER, None, expires_ms=clock.now)
+
+
+def test_refusals_say_why(tokens: TokenStore) -> None:
+    revoked, _ = tokens.create("gone", Role.VIEWER, None)
+    tokens.revoke("gone")
+    camera = tokens.create_camera("kitchen-0001-cam-1")
+    api, _ = tokens.create("ops", Role.ADMIN, None)
+    for token, reason in (
+        (PREFIX + "x" * 43, Refusal.UNKNOWN),
+        (revoked, Refusal.REVOKED),
+        ("nonsense", Refusal.MALFORMED),
+        (PREFIX + "y" * 5000, Refusal.MALFORMED),
+        (camera, Refusal.WRONG_KIND),
+    ):
+        assert tokens.authenticate(token) == Refused(reason), token
+    assert tokens.authenticate_camera(api) == Refused(Refusal.WRONG_KIND)
+    assert tokens.authenticate_camera(CAMERA_PREFIX + "guess") == Refused(Refusal.UNKNOWN)
+    tokens.revoke_camera("kitchen-0001-cam-1")
+    assert tokens.authenticate_camera(camera) == Refused(Refusal.REVOKED)
+
+
+def test_camera_tokens_may_expire(tokens: TokenStore, clock: ManualClock) -> None:
+    expires = clock.now + 60_000
+    token = tokens.create_camera("kitchen-0001-cam-1", expires_ms=expires)
+    assert tokens.verify_camera(token) == "kitchen-0001-cam-1"
+    clock.now = expires
+    assert tokens.authenticate_camera(token) == Refused(Refusal.EXPIRED, expires)
+    with pytest.raises(ValueError, match="expire before it is made"):
+        tokens.create_camera("kitchen-0001-cam-1", expires_ms=clock.now - 1)
+
+
+def test_a_database_made_before_expiry_gets_the_column(store_url: str, clock: ManualClock) -> None:
+    """The tables as the first release made them, with a token in each; create_schema adds
+    `expires_ms` (NULL: the old tokens never expire), and does so only once."""
+    old = MetaData()
+    Table(
+        "api_tokens",
+        old,
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+        Column("name", Text, nullable=False),
+        Column("role", Text, nullable=False),
+        Column("sites", JSON),
+        Column("token_hash", Text, nullable=False, unique=True),
+        Column("created_ms", BigInteger, nullable=False),
+        Column("revoked_ms", BigInteger),
+    )
+    Table(
+        "camera_tokens",
+        old,
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+        Column("camera_id", Text, nullable=False),
+        Column("token_hash", Text, nullable=False, unique=True),
+        Column("created_ms", BigInteger, nullable=False),
+        Column("revoked_ms", BigInteger),
+    )
+    api_token, camera_token = PREFIX + "a" * 43, CAMERA_PREFIX + "c" * 43
+    engine = make_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            old.create_all(conn)
+            conn.execute(
+                old.tables["api_tokens"].insert(),
+                {"name": "old", "role": "admin", "sites": None, "created_ms": 1,
+                 "token_hash": hashlib.sha256(api_token.encode()).hexdigest()},
+            )  # fmt: skip
+            conn.execute(
+                old.tables["camera_tokens"].insert(),
+                {"camera_id": "kitchen-0001-cam-1", "created_ms": 1,
+                 "token_hash": hashlib.sha256(camera_token.encode()).hexdigest()},
+            )  # fmt: skip
+        store = TokenStore(engine, clock=clock)
+        store.create_schema()
+        store.create_schema()  # the column is there now: nothing more to add
+        for table in ("api_tokens", "camera_tokens"):
+            columns = {c["name"] for c in inspect(engine).get_columns(table)}
+            assert "expires_ms" in columns, table
+        assert store.verify(api_token) == Principal("old", Role.ADMIN, None)
+        assert store.verify_camera(camera_token) == "kitchen-0001-cam-1"
+        assert [t.expires_ms for t in store.list()] == [None]
+        new, _ = store.create("new", Role.VIEWER, None, expires_ms=clock.now + 1000)
+        assert store.verify(new) is not None
+    finally:
+        engine.dispose()
