@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 
@@ -41,6 +41,7 @@ from devices.registry import Registry
 from devices.sessions import SessionStore
 from devices.tokens import TokenStore
 from ingest.telemetry.metrics import IngestMetrics
+from ingest.telemetry.mqtt import MqttCollector
 from ingest.telemetry.pipeline import IngestService
 from ingest.video.collector import FindingCollector
 from ingest.video.monitor import CameraMonitor
@@ -145,7 +146,10 @@ class Mingliang:
             ingest.__enter__()
             # Stopping flushes and acknowledges what was taken: off the event loop.
             stack.push_async_callback(asyncio.to_thread, ingest.close)
-            relay = AlertRelay(store, ingest.publish)
+            publish: Callable[[str, bytes], bool] = ingest.publish
+            if settings.mqtt.relay_username:
+                publish = self._relay_connection(stack)
+            relay = AlertRelay(store, publish)
             relay_loop = relay.start(supervisor)
             stack.push_async_callback(asyncio.to_thread, relay_loop.stop)
             wakers.append(relay.wake)
@@ -207,6 +211,22 @@ class Mingliang:
             cameras=pool,
             camera_monitor=monitor,
         )
+
+    def _relay_connection(self, stack: AsyncExitStack) -> Callable[[str, bytes], bool]:
+        """A publishing connection under the relay's own account, which may write alerts and
+        nothing else, while ingest's account may only read what devices send."""
+        mqtt = self._settings.mqtt
+        own = mqtt.model_copy(
+            update={
+                "username": mqtt.relay_username,
+                "password": mqtt.relay_password,
+                "client_id": mqtt.relay_username,
+            }
+        )
+        connection = MqttCollector(own, lambda message: None, subscribe=False)
+        connection.start()
+        stack.push_async_callback(asyncio.to_thread, connection.stop)
+        return connection.publish
 
 
 def create_app(

@@ -48,8 +48,12 @@ class MqttCollector:
         settings: MqttSettings,
         handler: Callable[[MqttMessage], None],
         on_connection: Callable[[bool], None] = lambda up: None,
+        *,
+        subscribe: bool = True,
     ) -> None:
+        """`subscribe=False`: a connection that only publishes (the alert relay's own)."""
         self._settings = settings
+        self._subscribe = subscribe
         self._handler = handler
         self._on_connection = on_connection
         self._generation = 0
@@ -77,12 +81,17 @@ class MqttCollector:
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self._settings.session_expiry_s
+        # Only a subscriber has anything for the broker to keep while it is away.
+        props.SessionExpiryInterval = self._settings.session_expiry_s if self._subscribe else 0
         props.ReceiveMaximum = self._settings.receive_maximum
         s = self._settings
         # connect_async: a broker that is down at start is retried by the loop, not fatal.
         self._client.connect_async(
-            s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props
+            s.host,
+            s.port,
+            keepalive=s.keepalive_s,
+            clean_start=not self._subscribe,
+            properties=props,
         )
         self._client.loop_start()
 
@@ -131,6 +140,10 @@ class MqttCollector:
             )
             return
         self._generation += 1
+        if not self._subscribe:
+            self._connected.set()
+            self._on_connection(True)
+            return
         topic = SUBSCRIPTION
         if self._settings.shared_group:
             topic = f"$share/{self._settings.shared_group}/{SUBSCRIPTION}"
