@@ -71,6 +71,14 @@ class MqttSettings(_Section):
     reconnect_max_s: float = Field(
         description="Longest wait between reconnection attempts.", gt=0, le=600
     )
+    relay_username: str | None = Field(
+        None,
+        description="If set, alert changes are published on a connection of their own with "
+        "this account (the broker's relay role, allowed to write only v1/alerts/#); otherwise "
+        "on ingest's connection.",
+        min_length=1,
+    )
+    relay_password: str | None = Field(None, description="Password for `relay_username`.")
 
 
 class InfluxSettings(_Section):

@@ -177,38 +177,55 @@ class CredentialStore:
         with transaction(self._engine, write=False) as conn:
             return [_info(row) for row in conn.execute(query)]
 
+    def issue(self, accounts: Iterable[tuple[str, str, str | None]]) -> dict[str, str]:
+        """New passwords for many (user name, role, site) at once, in one transaction: an
+        account that has one is rotated, one that has none is created."""
+        passwords: dict[str, str] = {}
+        with transaction(self._engine, write=True) as conn:
+            active = {
+                row.username
+                for row in conn.execute(select(broker_accounts.c.username).where(_ACTIVE))
+            }
+            for username, role, site_id in accounts:
+                rotate = username in active
+                passwords[username] = self._issue_in(conn, username, role, site_id, rotate=rotate)
+        return passwords
+
     def _issue(self, username: str, role: str | None, site_id: str | None, *, rotate: bool) -> str:
+        with transaction(self._engine, write=True) as conn:
+            return self._issue_in(conn, username, role, site_id, rotate=rotate)
+
+    def _issue_in(
+        self, conn: Any, username: str, role: str | None, site_id: str | None, *, rotate: bool
+    ) -> str:
         password = secrets.token_urlsafe(24)
         now = self._clock()
-        with transaction(self._engine, write=True) as conn:
-            current = conn.execute(
-                select(broker_accounts.c.role).where(
-                    broker_accounts.c.username == username, _ACTIVE
-                )
-            ).first()
-            if rotate:
-                if current is None:
-                    raise CredentialError(f"{username} has no active credential to rotate")
-                role = str(current.role)
-                conn.execute(
-                    update(broker_accounts)
-                    .where(broker_accounts.c.username == username, _ACTIVE)
-                    .values(revoked_ms=now)
-                )
-            elif current is not None:
-                raise CredentialError(
-                    f"{username} already has a credential: rotate it, or revoke it first"
-                )
+        current = conn.execute(
+            select(broker_accounts.c.role).where(broker_accounts.c.username == username, _ACTIVE)
+        ).first()
+        if rotate:
+            if current is None:
+                raise CredentialError(f"{username} has no active credential to rotate")
+            role = role or str(current.role)
             conn.execute(
-                insert(broker_accounts).values(
-                    username=username,
-                    role=role,
-                    password_hash=mosquitto_hash(password),
-                    created_ms=now,
-                )
+                update(broker_accounts)
+                .where(broker_accounts.c.username == username, _ACTIVE)
+                .values(revoked_ms=now)
             )
-            action = "credential.rotated" if rotate else "credential.created"
-            self._record(conn, action, username, site_id, {"role": role})
+        elif current is not None:
+            raise CredentialError(
+                f"{username} already has a credential: rotate it, or revoke it first"
+            )
+        conn.execute(
+            insert(broker_accounts).values(
+                username=username,
+                role=role,
+                password_hash=mosquitto_hash(password),
+                created_ms=now,
+            )
+        )
+        action = "credential.rotated" if rotate else "credential.created"
+        self._record(conn, action, username, site_id, {"role": role})
         return password
 
     def _record(
@@ -292,6 +309,19 @@ def broker_files(registry: Registry, accounts: dict[str, tuple[str, str]]) -> Br
         accounts=len(passwords),
         skipped=tuple(skipped),
     )
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """'<user name> <password>' lines; a malformed line is named, never echoed (a secret)."""
+    found: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{number}: expected '<device id> <password>'")
+        found[parts[0]] = parts[1]
+    return found
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o640) -> None:

@@ -13,11 +13,13 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import FrameType
 
 from pydantic import ValidationError
 
 from config.settings import ConfigError, SimulatorSettings, load_settings
+from devices.credentials import read_credentials
 from devices.models import SiteKind
 from devices.registry import InventoryError, Registry, load_registry
 from simulators.faults import FaultError
@@ -79,6 +81,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--duration", type=float, help="stop after this many real seconds (default: until Ctrl-C)"
     )
     parser.add_argument(
+        "--credentials",
+        type=Path,
+        metavar="FILE",
+        help="devices' broker passwords, '<device id> <password>' lines (as python -m devices "
+        "credentials create --out writes them): each kitchen connects as its gateway and each "
+        "street camera as itself",
+    )
+    parser.add_argument(
         "--status-every", type=float, default=5.0, metavar="S", help="progress line period"
     )
     return parser.parse_args(argv)
@@ -136,9 +146,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             street=args.street,
             username=settings.mqtt.username,
             password=settings.mqtt.password,
+            credentials=read_credentials(args.credentials) if args.credentials else None,
             limits=settings.ingest,
         )
-    except (ConfigError, InventoryError, FaultError) as exc:
+    except (ConfigError, InventoryError, FaultError, OSError) as exc:
         print(f"simulators: {exc}", file=sys.stderr)
         return 2
     except (ValidationError, ValueError) as exc:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
@@ -29,10 +29,23 @@ import httpx
 
 from alerts.store import AlertStore
 from config.settings import ConfigError, Settings, load_settings
+from devices.credentials import (
+    CredentialStore,
+    read_credentials,
+    write_atomically,
+    write_broker_files,
+)
 from devices.models import SiteKind
-from devices.registry import InventoryError, load_registry
+from devices.registry import InventoryError, Registry, load_registry
 from devices.tokens import Role, TokenStore
-from simulators.local_services import Influxd, Mosquitto, ServiceError, port_answers
+from simulators.local_services import (
+    BrokerAuth,
+    Influxd,
+    Mosquitto,
+    ServiceError,
+    free_port,
+    port_answers,
+)
 from simulators.rtsp import gstreamer_available
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,19 +97,62 @@ def _influx_answers(url: str) -> bool:
         return False
 
 
+INGEST_ACCOUNT = "mingliang-ingest"
+RELAY_ACCOUNT = "mingliang-relay"
+
+
+def demo_credentials(settings: Settings, registry: Registry, path: Path) -> dict[str, str]:
+    """A broker password for every device and for the service's ingest and relay clients,
+    kept in `path` (readable by its owner only) as a device keeps its own; reused from there
+    while the accounts are active, issued anew (one transaction) where they are not."""
+    known: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        known = read_credentials(path)
+    store = AlertStore(settings.alert_store_url)
+    try:
+        store.create_schema()
+        credentials = CredentialStore(store.engine, actor="demo")
+        credentials.create_schema()
+        active = credentials.active()
+        wanted: list[tuple[str, str, str | None]] = [
+            (INGEST_ACCOUNT, "ingest", None),
+            (RELAY_ACCOUNT, "relay", None),
+        ]
+        wanted += [(d.device_id, "device", d.site_id) for d in registry.devices.values()]
+        missing = [w for w in wanted if w[0] not in known or w[0] not in active]
+        if missing:
+            known.update(credentials.issue(missing))
+            write_atomically(path, "".join(f"{n} {pw}\n" for n, pw in known.items()), 0o600)
+        write_broker_files(registry, credentials, path.parent)
+    finally:
+        store.close()
+    return known
+
+
 @contextlib.contextmanager
-def broker(settings: Settings) -> Iterator[None]:
-    host, port = settings.mqtt.host, settings.mqtt.port
-    if port_answers(host, port):
-        print(f"broker:   using the one at {host}:{port}")
-        yield
-        return
+def broker(settings: Settings, registry: Registry) -> Iterator[dict[str, str]]:
+    """The demo's own broker, authentication on: every device, ingest and the relay with an
+    account of their own, anonymous clients refused. Yields the service's MQTT settings."""
+    host = settings.mqtt.host
     if not _loopback(host):
-        raise DemoError(f"no MQTT broker answers at {host}:{port} (mqtt.host/mqtt.port)")
-    workdir = settings.data_dir / "mosquitto"
-    with Mosquitto(workdir, host, port):
-        print(f"broker:   started Mosquitto on {host}:{port}, data in {workdir}")
-        yield
+        raise DemoError(f"the demo runs its own broker on a loopback address, not {host}")
+    # A broker of the machine's own (often on 1883, anonymous) is left alone.
+    port = settings.mqtt.port if not port_answers(host, settings.mqtt.port) else free_port(host)
+    folder = settings.data_dir / "broker"
+    secrets = demo_credentials(settings, registry, folder / "credentials.secrets")
+    auth = BrokerAuth(folder / "passwords", folder / "acl")
+    with Mosquitto(settings.data_dir / "mosquitto", host, port, auth=auth):
+        print(
+            f"broker:   started Mosquitto on {host}:{port}, authentication on: "
+            f"{len(secrets)} accounts (password file and ACL in {folder}), anonymous refused"
+        )
+        yield {
+            "MINGLIANG_MQTT__PORT": str(port),
+            "MINGLIANG_MQTT__USERNAME": INGEST_ACCOUNT,
+            "MINGLIANG_MQTT__PASSWORD": secrets[INGEST_ACCOUNT],
+            "MINGLIANG_MQTT__RELAY_USERNAME": RELAY_ACCOUNT,
+            "MINGLIANG_MQTT__RELAY_PASSWORD": secrets[RELAY_ACCOUNT],
+        }
 
 
 @contextlib.contextmanager
@@ -117,13 +173,16 @@ def database(settings: Settings) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def child(name: str, args: Sequence[str], log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def child(
+    name: str, args: Sequence[str], log_dir: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             # Ctrl-C reaches the demo alone, which then stops its children in order; a child
@@ -313,16 +372,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if port_answers(settings.api.host, settings.api.port):
             raise DemoError(f"something already listens on {base} (api.port); stop it first")
         with contextlib.ExitStack() as stack:
-            stack.enter_context(broker(settings))
+            mqtt_env = stack.enter_context(broker(settings, registry))
             stack.enter_context(database(settings))
-            service = stack.enter_context(child("service", ["-m", "api"], logs))
+            service = stack.enter_context(child("service", ["-m", "api"], logs, mqtt_env))
             token = demo_token(settings)
             wait_for_api(base, service, logs / "service.log", timeout=60)
             print(f"api:      {base} (docs at {base}/docs)")
             print(f"console:  {base}/console/ (sign in with the token below)")
             print(f"token:    {token}  (admin; kept in {settings.data_dir / 'demo-admin.token'})")
             print(f'          curl -H "Authorization: Bearer {token}" {base}/api/v1/alerts')
-            simulators = stack.enter_context(child("simulators", sim_args, logs))
+            sim_args += ["--credentials", str(settings.data_dir / "broker" / "credentials.secrets")]
+            simulators = stack.enter_context(child("simulators", sim_args, logs, mqtt_env))
             procs = {"service": service, "simulators": simulators}
             if settings.cameras.workers > 0:
                 procs["cameras"] = stack.enter_context(

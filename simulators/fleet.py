@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -171,6 +171,7 @@ class Fleet:
         street: bool = True,
         username: str | None = None,
         password: str | None = None,
+        credentials: Mapping[str, str] | None = None,
         keepalive_s: int = 30,
         limits: IngestSettings | None = None,
         sim_start: float | None = None,
@@ -182,6 +183,9 @@ class Fleet:
         self.host, self.port = host, port
         self.plan = FaultPlan.build(settings.faults, registry, settings.seed)
         self._username, self._password = username, password
+        # Each device its own broker account (user name = device id = client id): a kitchen
+        # connects as its gateway, every street camera on a connection of its own.
+        self._credentials = credentials
         self._keepalive_s = keepalive_s
         self._max_payload_bytes = limits.max_payload_bytes if limits else 65536
         self._max_readings = limits.max_readings_per_message if limits else 1000
@@ -276,8 +280,12 @@ class Fleet:
         models = street_models(self.registry, self.settings.seed, grids)
         if not models:
             return []
-        count = min(self.settings.street_connections, len(models))
-        links = [_Link(f"{prefix}-street-{i}", None, None) for i in range(count)]
+        if self._credentials is not None:
+            links = [_Link(device_id, None, None) for device_id in models]
+        else:
+            count = min(self.settings.street_connections, len(models))
+            links = [_Link(f"{prefix}-street-{i}", None, None) for i in range(count)]
+        count = len(links)
         units = []
         for i, model in enumerate(models.values()):
             link = links[i % count]
@@ -307,7 +315,12 @@ class Fleet:
             client.will_set(
                 device_topic(link.gateway, Channel.STATUS), WILL_PAYLOAD, qos=1, retain=True
             )
-        if self._username is not None:
+        if self._credentials is not None:
+            password = self._credentials.get(link.client_id)
+            if password is None:
+                log.error("%s has no broker credential: the broker will refuse it", link.client_id)
+            client.username_pw_set(link.client_id, password)
+        elif self._username is not None:
             client.username_pw_set(self._username, self._password)
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(50_000)

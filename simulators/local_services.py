@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -146,20 +147,69 @@ class _Process:
         self.stop()
 
 
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files of a TLS server: the CA that signed it, its certificate and its key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAuth:
+    """Mosquitto's password file and ACL file (`python -m devices credentials broker-config`)."""
+
+    password_file: Path
+    acl_file: Path
+
+
 class Mosquitto(_Process):
-    """A broker configured as Mingliang needs: persistent sessions with deep queues."""
+    """A broker configured as Mingliang needs: persistent sessions with deep queues.
+
+    Anonymous clients are welcome unless `auth` names a password file and an ACL; `tls` puts
+    TLS on the listener. `reload()` makes the broker read its password and ACL files again."""
 
     name = "mosquitto"
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        auth: BrokerAuth | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         super().__init__(workdir, host, port)
+        self.auth = auth
+        self.tls = tls
+
+    def reload(self) -> None:
+        self.send_signal(signal.SIGHUP)
 
     def _command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
+        security = "allow_anonymous true\n"
+        if self.auth is not None:
+            security = (
+                "allow_anonymous false\n"
+                # A client id is the account's user name: nobody can take over another
+                # device's session (and knock it off) by connecting under its client id.
+                "use_username_as_clientid true\n"
+                f"password_file {self.auth.password_file}\n"
+                f"acl_file {self.auth.acl_file}\n"
+            )
+        if self.tls is not None:
+            security += (
+                f"cafile {self.tls.ca}\ncertfile {self.tls.cert}\nkeyfile {self.tls.key}\n"
+                "tls_version tlsv1.2\n"
+            )
+        # Started as root, Mosquitto becomes the `mosquitto` account, which cannot read its
+        # own folder here (nor the password file, nor write its log and persistence).
+        account = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
+            f"listener {self.port} {self.host}\n" + account + security + "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             # The default (1,000) drops messages for an ingest that is down for a few seconds
             # at district rates; see docs/operations.md.

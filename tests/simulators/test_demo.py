@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import paho.mqtt.client as paho
 
 from simulators.local_services import Mosquitto, free_port, port_answers
-from tests.support import unique, wait_until
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,11 +27,11 @@ def test_demo_brings_up_the_system_and_all_254_kitchens_report_within_a_minute(
     influx_port, api_port = free_port(), free_port()
     env = {
         **os.environ,
-        # The broker answers, so the demo uses it; nothing answers on the InfluxDB port, so the
-        # demo starts its own there, with its data under the data folder.
+        # A broker answers there: the demo leaves it alone and starts its own, with
+        # authentication on, elsewhere. Nothing answers on the InfluxDB port, so the demo
+        # starts its own there, with its data under the data folder.
         "MINGLIANG_MQTT__HOST": broker.host,
         "MINGLIANG_MQTT__PORT": str(broker.port),
-        "MINGLIANG_MQTT__CLIENT_ID": unique("demo-ingest"),
         "MINGLIANG_INFLUX__URL": f"http://127.0.0.1:{influx_port}",
         "MINGLIANG_API__PORT": str(api_port),
         "MINGLIANG_PATHS__DATA_DIR": str(tmp_path / "data"),
@@ -59,6 +60,19 @@ def test_demo_brings_up_the_system_and_all_254_kitchens_report_within_a_minute(
         seconds = float(seen[-1].split(",")[1].split()[0])
         assert seconds < 60, seen[-1]
         assert any(line.startswith("database: started InfluxDB") for line in seen)
+        started = next(line for line in seen if line.startswith("broker:   started Mosquitto"))
+        assert "authentication on" in started and "anonymous refused" in started
+        demo_port = int(started.split()[4].rstrip(",").rsplit(":", 1)[1])
+        assert demo_port != broker.port
+        refused: list[str] = []
+        anonymous_device = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        anonymous_device.on_connect = lambda c, u, f, rc, p: refused.append(str(rc))
+        anonymous_device.connect("127.0.0.1", demo_port)
+        anonymous_device.loop_start()
+        try:
+            assert wait_until(lambda: refused, 10, "the demo broker's answer") == ["Not authorized"]
+        finally:
+            anonymous_device.loop_stop()
         token = (tmp_path / "data" / "demo-admin.token").read_text().strip()
         assert any(token in line for line in seen)  # the demo tells its user the token
         console = f"http://127.0.0.1:{api_port}/console/"
