@@ -33,6 +33,7 @@ from api.auth import iso_ms
 from config.settings import ConfigError, Settings, load_settings
 from devices.audit import cli_actor
 from devices.models import CAMERA_TYPES
+from devices.pki import TlsError, check_server_files, client_context
 from devices.registry import InventoryError, Registry, load_registry
 from devices.tokens import Role, TokenInfo, TokenStore, parse_sites
 from service.mingliang import create_app
@@ -131,7 +132,8 @@ def _serve(settings: Settings, registry: Registry, args: argparse.Namespace) -> 
     try:
         load_rules(settings.rules_path, registry)
         ProfileBook(settings.profiles_dir, registry)
-    except (RulesError, ProfileError) as exc:
+        _check_tls(settings)
+    except (RulesError, ProfileError, TlsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings, registry, run_ingest=not args.no_ingest)
@@ -141,11 +143,21 @@ def _serve(settings: Settings, registry: Registry, args: argparse.Namespace) -> 
         port=settings.api.port,
         log_level=args.log_level,
         access_log=False,
+        ssl_certfile=settings.api.tls_cert,
+        ssl_keyfile=settings.api.tls_key,
         # Server-Sent Events streams never end on their own; their clients reconnect with
         # Last-Event-ID, so a stop need not wait for them.
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _check_tls(settings: Settings) -> None:
+    """The TLS files named in the settings load, or `TlsError` says which does not and why."""
+    if settings.api.tls_cert is not None and settings.api.tls_key is not None:
+        check_server_files(settings.api.tls_cert, settings.api.tls_key)
+    if settings.mqtt.tls_ca is not None:
+        client_context(settings.mqtt.tls_ca)
 
 
 def _sites(text: str | None, registry: Registry) -> frozenset[str] | None:

@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from config.redact import is_secret_key, redact
 
@@ -35,6 +42,15 @@ class _Section(BaseModel):
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _from_project_root(path: Path) -> Path:
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+# A file taken from the project root when relative, already at load: the MQTT clients and the
+# HTTP server get their own section only, not `Settings.resolve`.
+RootedPath = Annotated[Path, AfterValidator(_from_project_root)]
 
 
 class MqttSettings(_Section):
@@ -79,6 +95,13 @@ class MqttSettings(_Section):
         min_length=1,
     )
     relay_password: str | None = Field(None, description="Password for `relay_username`.")
+    tls_ca: RootedPath | None = Field(
+        None,
+        description="CA certificate (PEM) that signed the broker's certificate. When set, every "
+        "connection to the broker uses TLS, trusts this CA alone and checks that the broker's "
+        "certificate names `host`; a broker's TLS listener is port 8883 by convention. Relative "
+        "to the project root. See docs/security.md (TLS).",
+    )
 
 
 class InfluxSettings(_Section):
@@ -188,6 +211,21 @@ class ApiSettings(_Section):
     max_points: int = Field(
         description="Most points one telemetry query returns.", ge=1, le=1_000_000
     )
+    tls_cert: RootedPath | None = Field(
+        None,
+        description="Server certificate (PEM, followed by any intermediate CAs) to serve the "
+        "API over HTTPS; needs `tls_key`. Its names must include the host clients use. Relative "
+        "to the project root. Set `console.secure_cookie` too.",
+    )
+    tls_key: RootedPath | None = Field(
+        None, description="Private key (PEM, unencrypted) of `tls_cert`."
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both, or neither")
+        return self
 
 
 class AlertsSettings(_Section):

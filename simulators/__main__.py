@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from config.settings import ConfigError, SimulatorSettings, load_settings
 from devices.credentials import read_credentials
 from devices.models import SiteKind
+from devices.pki import TlsError
 from devices.registry import InventoryError, Registry, load_registry
 from simulators.faults import FaultError
 from simulators.fleet import Fleet, FleetError, FleetStats
@@ -147,9 +148,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             username=settings.mqtt.username,
             password=settings.mqtt.password,
             credentials=read_credentials(args.credentials) if args.credentials else None,
+            tls_ca=settings.mqtt.tls_ca,
             limits=settings.ingest,
         )
-    except (ConfigError, InventoryError, FaultError, OSError) as exc:
+    except (ConfigError, InventoryError, FaultError, TlsError, OSError) as exc:
         print(f"simulators: {exc}", file=sys.stderr)
         return 2
     except (ValidationError, ValueError) as exc:

@@ -23,6 +23,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from config.settings import IngestSettings, SimulatorSettings
 from devices.models import Device, SiteKind
+from devices.pki import client_context
 from devices.registry import Registry
 from simulators.cadence import Cadence
 from simulators.clock import SimClock
@@ -157,7 +159,8 @@ class Fleet:
 
     `sites` selects kitchens (and street grids) by id; None means every kitchen. `street`
     adds every street camera. Use `run(stop)` on a thread of your own, or `start()`/`stop()`
-    (or `with Fleet(...) as fleet:`) to run it on a background thread.
+    (or `with Fleet(...) as fleet:`) to run it on a background thread. With `tls_ca`, every
+    connection uses TLS, trusting that CA alone (`devices.pki.TlsError` if it cannot be read).
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class Fleet:
         username: str | None = None,
         password: str | None = None,
         credentials: Mapping[str, str] | None = None,
+        tls_ca: Path | None = None,
         keepalive_s: int = 30,
         limits: IngestSettings | None = None,
         sim_start: float | None = None,
@@ -186,6 +190,8 @@ class Fleet:
         # Each device its own broker account (user name = device id = client id): a kitchen
         # connects as its gateway, every street camera on a connection of its own.
         self._credentials = credentials
+        # One context for every link: the CA is read once, not once per connection.
+        self._tls = client_context(tls_ca) if tls_ca is not None else None
         self._keepalive_s = keepalive_s
         self._max_payload_bytes = limits.max_payload_bytes if limits else 65536
         self._max_readings = limits.max_readings_per_message if limits else 1000
@@ -322,6 +328,8 @@ class Fleet:
             client.username_pw_set(link.client_id, password)
         elif self._username is not None:
             client.username_pw_set(self._username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(50_000)
         client.on_connect = self._on_connect

@@ -25,6 +25,8 @@ from typing import Self
 import httpx
 import psycopg
 
+from devices.pki import TlsFiles as TlsFiles  # re-exported: Mosquitto(..., tls=TlsFiles(...))
+
 
 class ServiceError(Exception):
     """A local service could not be started or stopped."""
@@ -145,15 +147,6 @@ class _Process:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """PEM files of a TLS server: the CA that signed it, its certificate and its key."""
-
-    ca: Path
-    cert: Path
-    key: Path
 
 
 @dataclass(frozen=True, slots=True)

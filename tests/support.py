@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from config.settings import Settings, load_settings
+from devices.pki import TlsFiles, client_context
 from simulators.local_services import Influxd, Mosquitto, free_port
 from timeseries.influx import InfluxWriteClient
 
@@ -63,12 +64,17 @@ def make_settings(
 
 
 class Publisher:
-    """A device-side client that publishes QoS 1 and waits until the broker has everything."""
+    """A device-side client that publishes QoS 1 and waits until the broker has everything;
+    over TLS, trusting `tls_ca` alone, if it is given."""
 
-    def __init__(self, broker: Mosquitto, client_id: str | None = None) -> None:
+    def __init__(
+        self, broker: Mosquitto, client_id: str | None = None, *, tls_ca: Path | None = None
+    ) -> None:
         self.client = paho.Client(
             paho.CallbackAPIVersion.VERSION2, client_id=client_id or unique("device")
         )
+        if tls_ca is not None:
+            self.client.tls_set_context(client_context(tls_ca))
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.connect(broker.host, broker.port)
@@ -114,8 +120,11 @@ def count(settings: Settings, measurement: str, field: str, where: str = "") -> 
 
 
 @contextlib.contextmanager
-def serve(app: FastAPI, token: str | None = None) -> Iterator[httpx.Client]:
-    """Run `app` under a real uvicorn server on a free port; yield a client for it."""
+def serve(
+    app: FastAPI, token: str | None = None, *, tls: TlsFiles | None = None
+) -> Iterator[httpx.Client]:
+    """Run `app` under a real uvicorn server on a free port; yield a client for it. With `tls`,
+    the server speaks HTTPS only and the client trusts `tls.ca` alone."""
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -124,6 +133,8 @@ def serve(app: FastAPI, token: str | None = None) -> Iterator[httpx.Client]:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=2,  # open SSE streams would hold shutdown up
+        ssl_certfile=tls.cert if tls else None,
+        ssl_keyfile=tls.key if tls else None,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
@@ -132,8 +143,12 @@ def serve(app: FastAPI, token: str | None = None) -> Iterator[httpx.Client]:
         wait_until(lambda: server.started or not thread.is_alive(), 30, "the API to start")
         assert server.started, "uvicorn stopped during start-up"
         headers = bearer(token) if token else {}
+        scheme = "https" if tls else "http"
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers
+            base_url=f"{scheme}://127.0.0.1:{port}",
+            timeout=30,
+            headers=headers,
+            verify=client_context(tls.ca) if tls else True,
         ) as client:
             yield client
     finally:

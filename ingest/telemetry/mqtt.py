@@ -4,11 +4,17 @@ Messages become frozen `MqttMessage`s at once. A message is acknowledged only wh
 pipeline says it is durable; acknowledgements for a connection that has since dropped are not
 sent, because the broker redelivers those messages on the new connection and a stale packet id
 could acknowledge a different message.
+
+With `mqtt.tls_ca` set the connection uses TLS, trusting that CA alone. A connection that fails
+(a certificate that does not verify, a broker that is down) is logged, once per new reason,
+and retried like any other: it never stops the service.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from config.settings import MqttSettings
+from devices.pki import client_context
 from ingest.telemetry.batcher import Ack
 
 log = logging.getLogger(__name__)
@@ -51,7 +58,9 @@ class MqttCollector:
         *,
         subscribe: bool = True,
     ) -> None:
-        """`subscribe=False`: a connection that only publishes (the alert relay's own)."""
+        """`subscribe=False`: a connection that only publishes (the alert relay's own).
+
+        Raises `devices.pki.TlsError` if `settings.tls_ca` cannot be read."""
         self._settings = settings
         self._subscribe = subscribe
         self._handler = handler
@@ -66,8 +75,12 @@ class MqttCollector:
         )
         if settings.username:
             self._client.username_pw_set(settings.username, settings.password)
+        if settings.tls_ca is not None:
+            self._client.tls_set_context(client_context(settings.tls_ca))
+        self._failure: str | None = None  # the last connection failure logged
         self._client.reconnect_delay_set(1, max(1, int(settings.reconnect_max_s)))
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
@@ -139,6 +152,7 @@ class MqttCollector:
                 reason,
             )
             return
+        self._failure = None
         self._generation += 1
         if not self._subscribe:
             self._connected.set()
@@ -157,6 +171,27 @@ class MqttCollector:
             self._settings.client_id,
             "resumed" if flags.session_present else "new",
         )
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError:` and passes no exception: take it there.
+        exc = sys.exc_info()[1]
+        reason = str(exc) if exc is not None else "unknown reason"
+        if reason == self._failure:
+            return  # the same failure at every retry: one line per reason is enough
+        self._failure = reason
+        where = f"{self._settings.host}:{self._settings.port}"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            log.error(
+                "TLS with the broker at %s failed: %s; mqtt.tls_ca must name the CA that signed "
+                "the broker's certificate, and that certificate must name %r",
+                where,
+                reason,
+                self._settings.host,
+            )
+        elif isinstance(exc, ssl.SSLError):
+            log.error("TLS with the broker at %s failed: %s (is it a TLS listener?)", where, reason)
+        else:
+            log.warning("cannot connect to the broker at %s: %s; retrying", where, reason)
 
     def _on_subscribe(
         self,

@@ -107,3 +107,18 @@ def test_auth_penalties_must_fit_the_window() -> None:
         load_settings({}, auth={"penalty_max_s": 600})
     with pytest.raises(ConfigError, match="penalty_initial_s must not exceed penalty_max_s"):
         load_settings({}, auth={"penalty_initial_s": 90})
+
+
+def test_tls_files_are_taken_from_the_project_root_and_go_in_pairs(tmp_path: Path) -> None:
+    from config.settings import PROJECT_ROOT
+
+    env = {"MINGLIANG_MQTT__TLS_CA": "data/tls/ca.pem"}
+    assert load_settings(env).mqtt.tls_ca == PROJECT_ROOT / "data" / "tls" / "ca.pem"
+    assert load_settings({}).mqtt.tls_ca is None
+    api = {"tls_cert": str(tmp_path / "server.pem"), "tls_key": "data/tls/server.key"}
+    settings = load_settings({}, api=api)
+    assert settings.api.tls_cert == tmp_path / "server.pem"
+    assert settings.api.tls_key == PROJECT_ROOT / "data" / "tls" / "server.key"
+    for lone in ("tls_cert", "tls_key"):
+        with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
+            load_settings({}, api={lone: "data/tls/x.pem"})
