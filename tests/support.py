@@ -7,6 +7,9 @@ import concurrent.futures
 import contextlib
 import itertools
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
@@ -27,6 +30,24 @@ from timeseries.influx import InfluxWriteClient
 
 T = TypeVar("T")
 _ids = itertools.count(1)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_module(
+    *argv: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m <argv>` from the project root, as a user runs a command; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", *argv],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def unique(prefix: str) -> str:

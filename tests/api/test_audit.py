@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,16 @@ from devices.audit import cli_actor
 from devices.registry import Registry
 from service.mingliang import create_app
 from simulators.local_services import Influxd, Mosquitto
-from tests.support import Publisher, bearer, make_settings, make_token, serve, wait_until
+from tests.support import (
+    Publisher,
+    bearer,
+    make_settings,
+    make_token,
+    run_module,
+    serve,
+    wait_until,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 SITE = "kitchen-0051"
 DAY_MS = 86_400_000
 
@@ -119,15 +125,7 @@ def tokens_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
         "MINGLIANG_PATHS__DATA_DIR": str(settings.data_dir),
         "MINGLIANG_ALERTS__STORE_URL": settings.alert_store_url,
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "api", "tokens", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_module("api", "tokens", *args, env=env)
     assert done.returncode == 0, done.stderr
     return done
 

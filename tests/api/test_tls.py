@@ -4,8 +4,6 @@ with the test district's certificate, ingest reaching the broker over TLS."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +14,7 @@ from devices.pki import TlsFiles, client_context, make_test_pki
 from devices.registry import Registry
 from service.mingliang import create_app
 from simulators.local_services import Influxd, Mosquitto
-from tests.support import Publisher, make_settings, make_token, serve, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import Publisher, make_settings, make_token, run_module, serve, wait_until
 
 
 @pytest.fixture
@@ -96,15 +92,7 @@ def test_serve_refuses_tls_files_that_do_not_belong_together(tmp_path: Path, pki
         "MINGLIANG_API__TLS_CERT": str(pki.cert),
         "MINGLIANG_API__TLS_KEY": str(other.key),  # the key of another certificate
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "api", "serve", "--no-ingest"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_module("api", "serve", "--no-ingest", env=env)
     assert done.returncode == 2, done.stderr
     assert f"{pki.cert} with {other.key}: cannot be used as a TLS server's" in done.stderr
     assert "Traceback" not in done.stderr

@@ -10,21 +10,14 @@ from pathlib import Path
 import pytest
 
 from devices.tokens import Role, TokenStore
+from tests.support import run_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def tokens(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MINGLIANG_PATHS__DATA_DIR": str(data)}
-    return subprocess.run(
-        [sys.executable, "-m", "api", "tokens", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("api", "tokens", *args, env=env)
 
 
 def test_create_list_revoke(tmp_path: Path) -> None:

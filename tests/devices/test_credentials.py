@@ -8,7 +8,6 @@ import hashlib
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,7 @@ from devices.credentials import (
     mosquitto_hash,
 )
 from devices.registry import Registry
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import run_module
 
 
 def test_the_hash_is_mosquittos_pbkdf2_of_the_password() -> None:
@@ -107,15 +105,7 @@ def test_broker_files_leave_out_devices_gone_from_the_inventory(registry: Regist
 
 def devices_cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MINGLIANG_PATHS__DATA_DIR": str(data)}
-    return subprocess.run(
-        [sys.executable, "-m", "devices", "credentials", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("devices", "credentials", *args, env=env)
 
 
 def test_cli_shows_a_password_once_and_writes_the_broker_files(tmp_path: Path) -> None:

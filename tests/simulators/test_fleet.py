@@ -6,9 +6,7 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +20,8 @@ from simulators.local_services import Mosquitto, free_port
 from simulators.malformed import REASONS
 from simulators.payloads import TOPIC_FILTER
 from tests.simulators.conftest import Received, Subscriber, publish_retained, sim_settings
+from tests.support import run_module
 
-ROOT = Path(__file__).resolve().parents[2]
 TOPIC_RE = re.compile(r"^v1/sites/([a-z0-9-]+)/devices/([a-z0-9-]+)/(telemetry|status|events)$")
 Subscribe = Callable[[str], Subscriber]
 
@@ -224,15 +222,7 @@ def run_cli(broker: Mosquitto, *args: str) -> subprocess.CompletedProcess[str]:
         "MINGLIANG_MQTT__HOST": broker.host,
         "MINGLIANG_MQTT__PORT": str(broker.port),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "simulators", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("simulators", *args, env=env)
 
 
 def test_command_line_runs_for_a_bounded_time(broker: Mosquitto) -> None:

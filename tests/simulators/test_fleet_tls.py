@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +13,7 @@ from devices.registry import Registry
 from simulators.fleet import Fleet, FleetError
 from simulators.local_services import Mosquitto
 from tests.simulators.conftest import sim_settings
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import run_module
 
 
 @pytest.fixture
@@ -74,29 +71,22 @@ def test_the_command_line_uses_the_configured_ca(tls_broker: Mosquitto, pki: Tls
         "MINGLIANG_MQTT__PORT": str(tls_broker.port),
         "MINGLIANG_MQTT__TLS_CA": str(pki.ca),
     }
-    command = [sys.executable, "-m", "simulators"]
-    done = subprocess.run(
-        [*command, "--kitchens", "2", "--no-street", "--duration", "1.5", "--status-every", "0.5"],
-        cwd=ROOT,
+    done = run_module(
+        "simulators",
+        "--kitchens",
+        "2",
+        "--no-street",
+        "--duration",
+        "1.5",
+        "--status-every",
+        "0.5",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert any("links 2/2" in line for line in done.stdout.splitlines()[1:])
     # A missing CA file is a clear error, not a trace.
     env["MINGLIANG_MQTT__TLS_CA"] = str(pki.ca.with_name("missing.pem"))
-    done = subprocess.run(
-        [*command, "--kitchens", "1", "--duration", "1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_module("simulators", "--kitchens", "1", "--duration", "1", env=env)
     assert done.returncode == 2
     assert "missing.pem: not a readable PEM CA certificate" in done.stderr
     assert "Traceback" not in done.stderr
