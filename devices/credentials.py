@@ -38,6 +38,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -196,7 +197,13 @@ class CredentialStore:
             return self._issue_in(conn, username, role, site_id, rotate=rotate)
 
     def _issue_in(
-        self, conn: Any, username: str, role: str | None, site_id: str | None, *, rotate: bool
+        self,
+        conn: Connection,
+        username: str,
+        role: str | None,
+        site_id: str | None,
+        *,
+        rotate: bool,
     ) -> str:
         password = secrets.token_urlsafe(24)
         now = self._clock()
@@ -229,7 +236,12 @@ class CredentialStore:
         return password
 
     def _record(
-        self, conn: Any, action: str, username: str, site_id: str | None, details: dict[str, Any]
+        self,
+        conn: Connection,
+        action: str,
+        username: str,
+        site_id: str | None,
+        details: dict[str, Any],
     ) -> None:
         self._audit.record(
             actor=self._actor,
