@@ -20,6 +20,7 @@ from analytics.lifecycle import Action, Status
 from api import stream
 from api.auth import Caller, require_site
 from api.guard import client_address
+from api.params import NAME, SAYS_SOMETHING, Name
 from api.state import AppState, app_state
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -30,10 +31,6 @@ AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The alert's id.")
 class AlertPage(BaseModel):
     items: list[AlertView]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page.")
-
-
-# Text must say something: at least one character that is not white space.
-SAYS_SOMETHING = r"\S"
 
 
 class Note(BaseModel):
@@ -74,16 +71,16 @@ async def list_alerts(
     state: State,
     caller: Caller,
     status: Annotated[list[Status] | None, Query(description="One or more statuses.")] = None,
-    site: Annotated[list[str] | None, Query(description="One or more site ids.")] = None,
-    device: Annotated[str | None, Query(max_length=100)] = None,
-    kind: Annotated[str | None, Query(max_length=64)] = None,
+    site: Annotated[list[Name] | None, Query(description="One or more site ids.")] = None,
+    device: Annotated[str | None, Query(max_length=100, pattern=NAME)] = None,
+    kind: Annotated[str | None, Query(max_length=64, pattern=NAME)] = None,
     category: Category | None = None,
     severity: Severity | None = None,
     since: Annotated[
         datetime | None, Query(description="First seen at or after (RFC 3339).")
     ] = None,
     until: Annotated[datetime | None, Query(description="First seen before (RFC 3339).")] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=NAME)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AlertPage:
     if kind is not None and kind not in TAXONOMY:

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from api.auth import Caller, require_admin
+from api.params import NAME
 from api.state import AppState, app_state
 from devices.audit import MAX_NAME, MAX_PAGE, AuditEntry, AuditFilter
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 State = Annotated[AppState, Depends(app_state)]
-# No control characters: nothing recorded has them, and PostgreSQL refuses NUL outright.
-Name = Annotated[str | None, Query(min_length=1, max_length=MAX_NAME, pattern=r"^[^\x00-\x1f]+$")]
+Name = Annotated[str | None, Query(min_length=1, max_length=MAX_NAME, pattern=NAME)]
 Moment = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
 
 

@@ -391,8 +391,17 @@ def test_invalid_transitions_answer_409_and_bad_filters_422(
     assert lone.status_code == 422 and lone.json()["detail"][0]["type"] == "string_unicode"
     echoed = api.post(f"{url}/comments", content=b'{"txt": "\\ud800"}', headers=json_body)
     assert echoed.status_code == 422 and "ud800" not in echoed.text, echoed.text
+    # PostgreSQL refuses NUL in text: refused here by name, never a 500 from the database.
+    for field, body in (("text", {"text": "a\x00b"}), ("note", {"note": "\x00"})):
+        path = "comments" if field == "text" else "resolve"
+        nul = api.post(f"{url}/{path}", json=body)
+        assert nul.status_code == 422 and nul.json()["detail"][0]["loc"][-1] == field, nul.text
     assert [c["text"] for c in api.get(url).json()["comments"]] == ["called the manager"]
     for params in (
+        {"device": "\x00\u00d5"},
+        {"site": "kitchen\x00"},
+        {"kind": "\x00"},
+        {"cursor": "\x00"},
         {"kind": "unicorn"},
         {"status": "sleeping"},
         {"cursor": "garbage"},
