@@ -29,15 +29,22 @@ class AlertRelay:
         store: AlertStore,
         publish: Callable[[str, bytes], bool],
         poll_s: float = 1.0,
+        *,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
-        """`publish(topic, payload)` returns True once the broker has the message."""
+        """`publish(topic, payload)` returns True once the broker has the message.
+
+        `active()`: whether this node is the one that relays. With several nodes only one
+        does (the relay's owner among the cluster's members); a node that takes over goes on
+        from where the store says the last one stopped."""
         self._store = store
         self._publish = publish
         self._poll_s = poll_s
+        self._active = active
+        self._standby = True  # the position is read when the relay (re)starts relaying
+        self._last = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
-        state = store.load_rule_states().get(RELAY_STATE_KEY)
-        self._last = int(state["seq"]) if isinstance(state, dict) else store.last_seq()
 
     def start(self, supervisor: Supervisor) -> ThreadLoop:
         return supervisor.thread("alert-relay", self.run, stop=self.stop)
@@ -57,8 +64,19 @@ class AlertRelay:
             self._wake.wait(self._poll_s)
             self._wake.clear()
 
+    @property
+    def relaying(self) -> bool:
+        return not self._standby
+
     def _relay(self) -> None:
-        while not self._stop.is_set():
+        if not self._active():
+            self._standby = True
+            return
+        if self._standby:
+            state = self._store.load_rule_states().get(RELAY_STATE_KEY)
+            self._last = int(state["seq"]) if isinstance(state, dict) else self._store.last_seq()
+            self._standby = False
+        while not self._stop.is_set() and self._active():
             changes = self._store.changes_since(self._last, limit=_BATCH)
             if not changes:
                 return

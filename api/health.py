@@ -35,6 +35,14 @@ async def _report(state: AppState) -> tuple[dict[str, Any], bool, bool]:
         health = state.ingest.health()
         body.update(health.as_dict())
         connected = health.mqtt_connected
+    if state.cluster is not None:
+        body["cluster"] = {
+            "node_id": state.cluster.me.node_id,
+            "joined": state.cluster.joined,
+            "members": [
+                {"node_id": m.node_id, "api_url": m.api_url} for m in state.cluster.members
+            ],
+        }
     body["influx_reachable"] = await state.influx.ping()
     healthy = connected and not critical_down
     ready = connected and not any_down

@@ -12,6 +12,7 @@ from alerts.feed import ChangeFeed
 from alerts.store import AlertStore
 from analytics.video.profiles import ProfileBook
 from api.guard import AuthGuard
+from cluster.membership import Membership
 from config.settings import Settings
 from devices.audit import AuditLog
 from devices.registry import Registry
@@ -40,6 +41,7 @@ class AppState:
     profiles: ProfileBook  # each camera's analytics profile, as the workers use it
     cameras: CameraPool | None = None  # None: the video path is off
     camera_monitor: CameraMonitor | None = None
+    cluster: Membership | None = None  # None: made by a test without one; a node alone
     # Made from the fields above, so that whoever assembles the state need not know them.
     guard: AuthGuard = field(init=False)  # the failed-authentication slow-down (api/guard.py)
     audit: AuditLog = field(init=False)  # the audit trail, in the alert store's database

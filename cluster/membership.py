@@ -34,14 +34,13 @@ import psycopg
 from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy.engine import make_url
 
+from alerts.store.db import SCHEMA_LOCK, libpq_conninfo
 from cluster import rendezvous
 
 log = logging.getLogger(__name__)
 
 # Arbitrary constant naming the advisory locks of cluster seats ("MLND").
 SEAT_LOCKS: Final = 0x4D4C_4E44
-# The store's schema lock (alerts.store.db.SCHEMA_LOCK): DDL from several nodes at once.
-_SCHEMA_LOCK: Final = 0x4D4C_5343
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS cluster_nodes (
@@ -95,7 +94,7 @@ def conninfo(store_url: str) -> str:
         raise ClusterError(
             f"several nodes need a PostgreSQL alert store (alerts.store_url), not {url.drivername}"
         )
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return libpq_conninfo(url)
 
 
 class Membership:
@@ -201,7 +200,7 @@ class Membership:
             raise ClusterUnavailable(f"cannot reach the alert store's PostgreSQL: {exc}") from exc
         try:
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 conn.execute(_SCHEMA)
             held = conn.execute(
                 "SELECT pg_try_advisory_lock(%s, %s)", (SEAT_LOCKS, seat)

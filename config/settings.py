@@ -494,6 +494,40 @@ class AnalyticsSettings(_Section):
     evidence: EvidenceSettings
 
 
+class ClusterSettings(_Section):
+    node_id: str | None = Field(
+        None,
+        description="This node's name among several service nodes on one PostgreSQL alert "
+        "store; each node needs its own. Unset: the node works alone and owns every camera "
+        "and site. See docs/capacity.md.",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+    )
+    api_url: str | None = Field(
+        None,
+        description="The base URL other nodes send this node's cameras' publishers and "
+        "viewers to; default http://<api.host>:<api.port>.",
+        pattern=r"^https?://[^\s/]+(:\d+)?/?$",
+    )
+    heartbeat_s: float = Field(
+        description="How often a node lists the live members (its heartbeat).", gt=0, le=60
+    )
+    dead_after_s: float = Field(
+        description="A node that has not sent a heartbeat for this long is ended by "
+        "PostgreSQL and its cameras and sites move to the others; more than heartbeat_s.",
+        ge=1,
+        le=300,
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_deadline(self) -> ClusterSettings:
+        if not self.heartbeat_s * 2 <= self.dead_after_s:
+            raise ValueError(
+                f"dead_after_s {self.dead_after_s} must be at least twice heartbeat_s "
+                f"{self.heartbeat_s}: one late heartbeat must not end a live node"
+            )
+        return self
+
+
 class PathSettings(_Section):
     data_dir: Path = Field(description="Where spool, rejects and local services keep their files.")
     inventory: Path = Field(description="The district inventory manifest.")
@@ -514,6 +548,7 @@ class Settings(_Section):
     simulator: SimulatorSettings
     cameras: CamerasSettings
     analytics: AnalyticsSettings
+    cluster: ClusterSettings
     paths: PathSettings
 
     def resolve(self, path: Path) -> Path:
@@ -543,6 +578,22 @@ class Settings(_Section):
     @property
     def evidence_dir(self) -> Path:
         return self.data_dir / "evidence"
+
+    @property
+    def node_api_url(self) -> str:
+        """Where other nodes send this node's callers."""
+        scheme = "https" if self.api.tls_cert is not None else "http"
+        return self.cluster.api_url or f"{scheme}://{self.api.host}:{self.api.port}"
+
+    @model_validator(mode="after")
+    def _cluster_on_postgresql(self) -> Settings:
+        if self.cluster.node_id is not None and not self.alerts.store_url.startswith("postgresql"):
+            raise ValueError(
+                f"cluster.node_id {self.cluster.node_id!r} needs alerts.store_url to be a "
+                "postgresql+psycopg:// URL: nodes share their alert store, and SQLite is one "
+                "machine's file"
+            )
+        return self
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from analytics.video.profiles import ProfileBook
 from api import alerts, console, directory, errors, health, rejections, session, telemetry, video
 from api import audit as audit_api
 from api.state import AppState
+from cluster.membership import ClusterError, Member, Membership
 from config.settings import Settings
 from devices.registry import Registry
 from devices.sessions import SessionStore
@@ -52,7 +53,15 @@ from timeseries.influx import InfluxQueryClient, InfluxUnavailable
 log = logging.getLogger(__name__)
 
 # Failures whose message says it all: logged without a traceback.
-EXPECTED_FAILURES = (DatabaseUnavailable, InfluxUnavailable, WorkerExited, WorkerUnavailable)
+EXPECTED_FAILURES = (
+    ClusterError,
+    DatabaseUnavailable,
+    InfluxUnavailable,
+    WorkerExited,
+    WorkerUnavailable,
+)
+# The key whose owner among the cluster's members relays alert changes to MQTT.
+RELAY_KEY = "alert-relay"
 
 
 class Mingliang:
@@ -103,6 +112,11 @@ class Mingliang:
         sessions = SessionStore(store.engine)
         await asyncio.to_thread(sessions.create_schema)
 
+        cluster = self._membership()
+        if cluster.clustered:
+            cluster_loop = supervisor.task("cluster", cluster.run)
+            stack.push_async_callback(cluster_loop.stop)
+
         feed = ChangeFeed(store)
         feed_loop = supervisor.task("change-feed", feed.run)
         stack.push_async_callback(feed_loop.stop)
@@ -149,7 +163,9 @@ class Mingliang:
             publish: Callable[[str, bytes], bool] = ingest.publish
             if settings.mqtt.relay_username:
                 publish = self._relay_connection(stack)
-            relay = AlertRelay(store, publish)
+            # One node relays: with several, each change would go out once per node.
+            relay = AlertRelay(store, publish, active=lambda: cluster.mine(RELAY_KEY))
+            cluster.add_listener(lambda members: relay.wake())
             relay_loop = relay.start(supervisor)
             stack.push_async_callback(asyncio.to_thread, relay_loop.stop)
             wakers.append(relay.wake)
@@ -210,6 +226,19 @@ class Mingliang:
             profiles=profiles,
             cameras=pool,
             camera_monitor=monitor,
+            cluster=cluster,
+        )
+
+    def _membership(self) -> Membership:
+        settings = self._settings
+        config = settings.cluster
+        me = Member(config.node_id or "local", settings.node_api_url)
+        return Membership(
+            me,
+            settings.alerts.store_url if config.node_id is not None else None,
+            heartbeat_s=config.heartbeat_s,
+            dead_after_s=config.dead_after_s,
+            metrics=self.metrics,
         )
 
     def _relay_connection(self, stack: AsyncExitStack) -> Callable[[str, bytes], bool]:

@@ -277,3 +277,56 @@ def pattern(index: int, width: int = 320, height: int = 180) -> npt.NDArray[np.u
 
 def is_pattern_level(mean_luma: float) -> bool:
     return min(abs(mean_luma - (16 + k * 8)) for k in range(28)) < 4
+
+
+class SseReader:
+    """Reads an SSE stream in a thread and keeps the events."""
+
+    def __init__(self, client: httpx.Client, headers: dict[str, str] | None = None) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.opened = threading.Event()
+        self._stop = threading.Event()
+        self._client = client
+        self._headers = headers or {}
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        assert self.opened.wait(10), "the stream did not open"
+
+    def _read(self) -> None:
+        try:
+            self._follow()
+        except httpx.HTTPError:
+            if not self._stop.is_set():
+                raise
+            # The server ends open streams when it stops: expected once the test is done.
+
+    def _follow(self) -> None:
+        with self._client.stream(
+            "GET", "/api/v1/alerts/stream", headers=self._headers, timeout=None
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            self.opened.set()
+            frame: dict[str, str] = {}
+            for line in response.iter_lines():
+                if self._stop.is_set():
+                    return
+                if not line:
+                    if "data" in frame:
+                        self.events.append(
+                            {
+                                "id": int(frame["id"]),
+                                "event": frame["event"],
+                                **json.loads(frame["data"]),
+                            }
+                        )
+                    frame = {}
+                elif not line.startswith(":"):
+                    key, _, value = line.partition(": ")
+                    frame[key] = value
+
+    def of(self, alert_id: int) -> list[str]:
+        return [e["event"] for e in self.events if e["alert"]["id"] == alert_id]
+
+    def close(self) -> None:
+        self._stop.set()

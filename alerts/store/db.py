@@ -23,7 +23,7 @@ from typing import Any, Final, cast
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 
 from alerts.store.records import DatabaseUnavailable
@@ -34,6 +34,9 @@ _WRITE: Final = "mingliang_write"
 # Arbitrary constants naming PostgreSQL advisory locks ("MLCL", "MLSC").
 CHANGELOG_LOCK: Final = 0x4D4C_434C
 SCHEMA_LOCK: Final = 0x4D4C_5343
+
+# NOTIFY channel on which each alert change's sequence number is sent when it commits.
+CHANGES_CHANNEL: Final = "mingliang_alert_changes"
 
 POOL_SIZE: Final = 10
 MAX_OVERFLOW: Final = 20
@@ -122,6 +125,23 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
 def upsert(engine: Engine, table: Table) -> sqlite.Insert | postgresql.Insert:
     """The dialect's INSERT, the one that has ``on_conflict_do_update``."""
     return postgresql.insert(table) if is_postgresql(engine) else sqlite.insert(table)
+
+
+def libpq_conninfo(url: URL) -> str:
+    """A PostgreSQL SQLAlchemy URL as libpq takes it, for connections of our own (LISTEN,
+    session advisory locks) outside the pool."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def listen_conninfo(engine: Engine) -> str | None:
+    """Where to LISTEN for `CHANGES_CHANNEL`; None on SQLite, which has no notifications."""
+    return libpq_conninfo(engine.url) if engine.dialect.name == "postgresql" else None
+
+
+def notify_change(conn: Connection, seq: int) -> None:
+    """PostgreSQL only: tell every listening node of change `seq` once this transaction commits."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(CHANGES_CHANNEL, str(seq))))
 
 
 def advisory_lock(conn: Connection, key: int) -> None:

@@ -54,6 +54,7 @@ from alerts.store.db import (
     Clock,
     advisory_lock,
     make_engine,
+    notify_change,
     now_ms,
     transaction,
     upsert,
@@ -668,6 +669,7 @@ class AlertStore:
             )
             .returning(alert_changes.c.seq)
         ).scalar_one()
+        notify_change(conn, int(seq))
         # The trail names the change (its seq) rather than repeating its note: the alert's
         # history has the text, and the trail stays small.
         details: dict[str, Any] = {
