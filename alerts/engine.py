@@ -73,9 +73,26 @@ def event_signal(event: DeviceEvent, book: RuleBook) -> Raise:
 
 @dataclass(frozen=True, slots=True)
 class _Listening:
-    """Ingest's broker connection came up (True) or went down (False)."""
+    """One of ingest's broker connections came up (True) or went down (False)."""
 
     up: bool
+    link: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Take:
+    """This node now ingests partition `link`: its rules start from the stored progress."""
+
+    link: int
+    states: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _GiveUp:
+    """Partition `link` goes to another node: store its progress, then set `done`."""
+
+    link: int
+    done: threading.Event
 
 
 _STOP = object()
@@ -112,9 +129,17 @@ class RecordQueue:
             self._metrics.backlog.set(self._records)
             self._cond.notify_all()
 
-    def connection(self, up: bool) -> None:
+    def connection(self, up: bool, link: int = 0) -> None:
         """Called from paho's thread: must not wait."""
-        self._mark(_Listening(up))
+        self._mark(_Listening(up, link))
+
+    def take(self, link: int, states: dict[str, Any]) -> None:
+        self._mark(_Take(link, states))
+
+    def give_up(self, link: int) -> threading.Event:
+        done = threading.Event()
+        self._mark(_GiveUp(link, done))
+        return done
 
     def stop(self) -> None:
         self._mark(_STOP)
@@ -148,7 +173,9 @@ class _Outbox:
     def __init__(self, max_signals: int, metrics: AlertMetrics) -> None:
         self._max = max_signals
         self._metrics = metrics
-        self._items: collections.deque[Signal | dict[str, Any]] = collections.deque()
+        self._items: collections.deque[Signal | dict[str, Any] | threading.Event] = (
+            collections.deque()
+        )
         self._signals = 0
         self._cond = threading.Condition()
         self.closed = False
@@ -179,7 +206,13 @@ class _Outbox:
                 self._items.append(dict(states))
             self._cond.notify_all()
 
-    def peek(self, timeout: float) -> Signal | dict[str, Any] | None:
+    def put_barrier(self, done: threading.Event) -> None:
+        """`done` is set once everything put before it is stored."""
+        with self._cond:
+            self._items.append(done)
+            self._cond.notify_all()
+
+    def peek(self, timeout: float) -> Signal | dict[str, Any] | threading.Event | None:
         """The oldest item, waiting up to `timeout` for one (not once closed)."""
         with self._cond:
             if not self._items and not self.closed:
@@ -190,7 +223,7 @@ class _Outbox:
         """The item `peek` returned is stored: forget it."""
         with self._cond:
             item = self._items.popleft()
-            if not isinstance(item, dict):
+            if not isinstance(item, dict | threading.Event):
                 self._signals -= 1
                 self._metrics.outbox.set(self._signals)
             self._cond.notify_all()
@@ -213,9 +246,14 @@ class AlertEngine:
         records: RecordQueue,
         points: Callable[[list[str]], None],
         on_change: Callable[[], None] = lambda: None,
+        partition_of: Callable[[str], int] | None = None,
     ) -> None:
         """`records` is where ingest puts what it stored; `points` takes line-protocol lines
-        (open-alert counts) without waiting; `on_change` is called after alerts changed."""
+        (open-alert counts) without waiting; `on_change` is called after alerts changed.
+
+        `partition_of(site_id)`: with several nodes, this node judges only the partitions it
+        ingests (`take_partition`, `give_up_partition`), one rule engine each, so that no node
+        takes another's devices for silent. Without it, one rule engine judges every device."""
         self._settings = settings
         self._store = store
         self._metrics = metrics
@@ -223,17 +261,18 @@ class AlertEngine:
         self._points = points
         self._on_change = on_change
         self._book = book
-        self._rules = RuleEngine(book, registry)
-        # The state table also holds other components' progress (keys without a slash).
-        saved = {k: v for k, v in store.load_rule_states().items() if "/" in k}
-        self._rules.load({"format": SNAPSHOT_FORMAT, "instances": saved})
+        self._registry = registry
+        self._partition_of = partition_of
+        self._engines: dict[int, RuleEngine] = {}  # by link: 0 alone, else the partition
+        self._listening: dict[int, bool] = {}  # since each link's first connection
+        if partition_of is None:
+            self._engines[0] = self._engine(self._saved_states(lambda site_id: True))
         self._outbox = _Outbox(OUTBOX_MAX, metrics)
         self._remind = {Severity(k): v * 1000 for k, v in settings.remind_after_s.items()}
         self._escalate = {Severity(k): v * 1000 for k, v in settings.escalate_after_s.items()}
         self._counted: set[tuple[str, str, str]] = set()
         self._overdue_stop = threading.Event()
         self._loops: list[ThreadLoop] = []
-        self._listening = False  # until ingest's first connection
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -261,6 +300,41 @@ class AlertEngine:
         """Signals found elsewhere (the video path's camera watch)."""
         self._outbox.put_signals(signals)
 
+    # -- partitions ------------------------------------------------------------------------
+
+    def take_partition(self, link: int, site_ids: Sequence[str]) -> None:
+        """Judge partition `link`'s devices from the progress its last owner stored. Call it
+        before ingest takes the partition's messages. Raises if the database is away."""
+        sites = frozenset(site_ids)
+        self._records.take(link, self._saved_states(lambda site_id: site_id in sites))
+
+    def give_up_partition(self, link: int, timeout: float) -> bool:
+        """Stop judging partition `link` once the records ingest took before are evaluated;
+        True once its progress is stored (for the next owner), False after `timeout`."""
+        return self._records.give_up(link).wait(timeout)
+
+    def _saved_states(self, wanted: Callable[[str], bool]) -> dict[str, Any]:
+        # The state table also holds other components' progress (keys without a slash).
+        return {
+            key: state
+            for key, state in self._store.load_rule_states().items()
+            if "/" in key and wanted(key.split("/", 1)[0])
+        }
+
+    def _engine(self, states: dict[str, Any]) -> RuleEngine:
+        engine = RuleEngine(self._book, self._registry)
+        engine.load({"format": SNAPSHOT_FORMAT, "instances": states})
+        return engine
+
+    def _link_of(self, site_id: str) -> int:
+        return 0 if self._partition_of is None else self._partition_of(site_id)
+
+    def _progress(self) -> dict[str, Any]:
+        changed: dict[str, Any] = {}
+        for engine in self._engines.values():
+            changed.update(engine.dirty())
+        return changed
+
     # -- alert-rules -----------------------------------------------------------------------
 
     def _run_rules(self) -> None:
@@ -270,54 +344,73 @@ class AlertEngine:
         next_progress = next_tick + progress_s
         while True:
             now = time.monotonic()
-            listening = self._listening
+            listening = any(self._listening.values())
             wake = min(next_tick, next_progress) if listening else next_progress
             item = self._records.get(timeout=max(0.0, wake - now))
             if item is _STOP:
-                self._outbox.put_progress(self._rules.dirty())
+                self._outbox.put_progress(self._progress())
                 return
             if isinstance(item, _Listening):
                 # Kept across a restart of this loop: the connection's state is not the loop's.
-                self._listening = listening = item.up
-                if item.up:
-                    self._rules.resume(_now_ms())
+                self._listening[item.link] = item.up
+                engine = self._engines.get(item.link)
+                if item.up and engine is not None:
+                    engine.resume(_now_ms())
                     next_tick = time.monotonic()
+            elif isinstance(item, _Take):
+                self._engines[item.link] = self._engine(item.states)
+            elif isinstance(item, _GiveUp):
+                given = self._engines.pop(item.link, None)
+                self._listening.pop(item.link, None)
+                if given is not None:
+                    self._outbox.put_progress(given.dirty())
+                self._outbox.put_barrier(item.done)
             elif isinstance(item, list):
                 self._evaluate(item)
             now = time.monotonic()
-            if listening and now >= next_tick:
+            if now >= next_tick and any(self._listening.values()):
                 next_tick = now + tick_s
-                self._outbox.put_signals(self._rules.on_tick(_now_ms()))
+                signals: list[Signal] = []
+                for link, engine in self._engines.items():
+                    # Ticks only while the link is connected: a deaf ingest would take every
+                    # device for silent.
+                    if self._listening.get(link):
+                        signals += engine.on_tick(_now_ms())
+                self._outbox.put_signals(signals)
                 self._metrics.rule_ticks.inc()
             if now >= next_progress:
                 next_progress = now + progress_s
-                self._outbox.put_progress(self._rules.dirty())
+                self._outbox.put_progress(self._progress())
             self._report_rule_failures()
 
     def _evaluate(self, records: list[Record]) -> None:
         started = time.perf_counter()
         signals: list[Signal] = []
         for record in records:
+            engine = self._engines.get(self._link_of(record.device.site_id))
+            if engine is None:
+                continue  # its partition was given up meanwhile: the next owner judges it
             ts_ms = record.ts_ns // 1_000_000
             if isinstance(record, Reading):
-                signals += self._rules.on_reading(record.device, ts_ms, record.values)
+                signals += engine.on_reading(record.device, ts_ms, record.values)
             elif isinstance(record, StatusReport):
-                signals += self._rules.on_status(record.device, ts_ms, record.online)
+                signals += engine.on_status(record.device, ts_ms, record.online)
             elif record.kind in TAXONOMY:
                 signals.append(event_signal(record, self._book))
         self._metrics.rule_seconds.observe(time.perf_counter() - started)
         self._outbox.put_signals(signals)
 
     def _report_rule_failures(self) -> None:
-        for failure in self._rules.take_failures():
-            self._metrics.rule_errors.labels(failure.rule).inc(failure.count)
-            log.error(
-                "rule %s failed %d time(s), last on %s: %s",
-                failure.rule,
-                failure.count,
-                failure.device_id,
-                failure.error,
-            )
+        for engine in self._engines.values():
+            for failure in engine.take_failures():
+                self._metrics.rule_errors.labels(failure.rule).inc(failure.count)
+                log.error(
+                    "rule %s failed %d time(s), last on %s: %s",
+                    failure.rule,
+                    failure.count,
+                    failure.device_id,
+                    failure.error,
+                )
 
     # -- alert-store -----------------------------------------------------------------------
 
@@ -338,7 +431,9 @@ class AlertEngine:
                 if self._outbox.closed:
                     return
                 continue
-            if isinstance(item, dict):
+            if isinstance(item, threading.Event):
+                item.set()
+            elif isinstance(item, dict):
                 self._store.save_rule_states(item)
             else:
                 self._apply(item)

@@ -39,6 +39,7 @@ async def _report(state: AppState) -> tuple[dict[str, Any], bool, bool]:
         body["cluster"] = {
             "node_id": state.cluster.me.node_id,
             "joined": state.cluster.joined,
+            "partitions": state.ingest.partitions if state.ingest is not None else [],
             "members": [
                 {"node_id": m.node_id, "api_url": m.api_url} for m in state.cluster.members
             ],

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -36,11 +37,13 @@ from sqlalchemy.engine import make_url
 
 from alerts.store.db import SCHEMA_LOCK, libpq_conninfo
 from cluster import rendezvous
+from cluster.claims import Claim
 
 log = logging.getLogger(__name__)
 
-# Arbitrary constant naming the advisory locks of cluster seats ("MLND").
+# Arbitrary constants naming the advisory locks of cluster seats ("MLND") and claims ("MLCM").
 SEAT_LOCKS: Final = 0x4D4C_4E44
+CLAIM_LOCKS: Final = 0x4D4C_434D
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS cluster_nodes (
@@ -83,7 +86,11 @@ class Member:
 
 def seat_of(node_id: str) -> int:
     """The node's advisory lock key: a stable non-negative 31-bit number from its id."""
-    digest = hashlib.blake2b(node_id.encode(), digest_size=4).digest()
+    return _lock_number(node_id)
+
+
+def _lock_number(name: str) -> int:
+    digest = hashlib.blake2b(name.encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF
 
 
@@ -119,6 +126,7 @@ class Membership:
         self._members: tuple[Member, ...] = (me,)
         self._joined = False
         self._listeners: list[Callable[[tuple[Member, ...]], None]] = []
+        self._claims: list[Claim] = []
         self._changed = asyncio.Event()
         self._gauges: tuple[Gauge, Gauge] | None = None
         if metrics is not None:
@@ -160,6 +168,11 @@ class Membership:
         """Called on the event loop with the members whenever they, or `joined`, change."""
         self._listeners.append(listener)
 
+    def claim(self, claim: Claim) -> None:
+        """Run `claim`'s keys this node owns, one node at a time (cluster/claims.py), from the
+        membership loop's heartbeats; call before `run`."""
+        self._claims.append(claim)
+
     async def wait_for(
         self, predicate: Callable[[tuple[Member, ...]], bool], timeout: float
     ) -> bool:
@@ -182,12 +195,27 @@ class Membership:
         if self._conninfo is None:
             return
         conn = await asyncio.to_thread(self._join)
+
+        async def lock(claim: Claim, key: str) -> bool:
+            return await asyncio.to_thread(self._lock, conn, claim.owner_key(key), True)
+
+        async def unlock(claim: Claim, key: str) -> None:
+            await asyncio.to_thread(self._lock, conn, claim.owner_key(key), False)
+
         try:
             while True:
                 members = await asyncio.to_thread(self._live, conn)
                 self._set_members(members, joined=True)
+                for claim in self._claims:
+                    await claim.reconcile(
+                        self.mine,
+                        functools.partial(lock, claim),
+                        functools.partial(unlock, claim),
+                    )
                 await asyncio.sleep(self._heartbeat_s)
         finally:
+            for claim in self._claims:
+                claim.lost_locks()
             self._set_members((self.me,), joined=False)
             await asyncio.to_thread(conn.close)
 
@@ -254,6 +282,16 @@ class Membership:
         if self.me not in members:  # our row changed under us: another node with our id
             raise ClusterUnavailable(f"node {self.me.node_id!r} is not among the live members")
         return members
+
+    def _lock(self, conn: psycopg.Connection[Any], name: str, take: bool) -> bool:
+        function = "pg_try_advisory_lock" if take else "pg_advisory_unlock"
+        try:
+            row = conn.execute(
+                f"SELECT {function}(%s, %s)", (CLAIM_LOCKS, _lock_number(name))
+            ).fetchone()
+        except psycopg.Error as exc:
+            raise ClusterUnavailable(f"lost the cluster seat while claiming {name}: {exc}") from exc
+        return bool(row and row[0])
 
     def _set_members(self, members: tuple[Member, ...], joined: bool) -> None:
         if self._gauges is not None:

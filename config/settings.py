@@ -377,6 +377,19 @@ class CamerasSettings(_Section):
         gt=0,
         le=60,
     )
+    unwatched_decode: Literal["key_frames", "every_frame"] = Field(
+        "key_frames",
+        description="What a pushing camera's worker decodes while nobody watches it live: "
+        "key_frames asks the camera for a key frame (RTCP PLI) each time analytics took a "
+        "frame and decodes only those, when analytics_fps is at most two thirds of the "
+        "camera's frame rate; every_frame decodes everything. Viewers get every frame.",
+    )
+    decode_threads: int = Field(
+        2,
+        description="Decoder threads of a worker process, shared by its pushing cameras.",
+        ge=1,
+        le=64,
+    )
     viewers_per_camera: int = Field(
         description="Live viewers (WHEP and MJPEG) one camera serves at once.", ge=0, le=1000
     )
@@ -507,6 +520,14 @@ class ClusterSettings(_Section):
         description="The base URL other nodes send this node's cameras' publishers and "
         "viewers to; default http://<api.host>:<api.port>.",
         pattern=r"^https?://[^\s/]+(:\d+)?/?$",
+    )
+    partitions: int = Field(
+        description="The sites are split into this many partitions, each ingested by one node "
+        "on a persistent MQTT session of its own (client id <mqtt.client_id>-pNN; with broker "
+        "accounts, user <mqtt.username>-pNN). The same on every node; more partitions than "
+        "nodes spread a dead node's share over the others.",
+        ge=1,
+        le=256,
     )
     heartbeat_s: float = Field(
         description="How often a node lists the live members (its heartbeat).", gt=0, le=60

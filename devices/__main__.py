@@ -3,7 +3,7 @@
   python -m devices check                      validate the inventory
   python -m devices generate                   rewrite the reference inventory
   python -m devices credentials create DEVICE... [--all] [--out FILE]
-  python -m devices credentials service ingest|relay NAME [--out FILE]
+  python -m devices credentials service ingest|relay NAME [--partitions N] [--out FILE]
   python -m devices credentials rotate NAME... [--out FILE]
   python -m devices credentials revoke NAME...
   python -m devices credentials list
@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("role", choices=[r.value for r in ServiceRole])
     service.add_argument("name", help="user name (and MQTT client id), e.g. mingliang-ingest")
     service.add_argument("--out", type=Path, help="write the password to this new file (0600)")
+    service.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="ingest on several nodes: accounts NAME-p00 ... for the N partitions of the sites "
+        "(cluster.partitions), sharing one password; give NAME as mqtt.username",
+    )
     rotate = csub.add_parser("rotate", help="replace passwords")
     rotate.add_argument("names", nargs="+", metavar="NAME")
     rotate.add_argument("--out", type=Path, help="write the passwords to this new file (0600)")
@@ -125,6 +132,9 @@ def credentials(args: argparse.Namespace, settings: Settings, registry: Registry
                 raise CredentialError("name devices, or --all for every device without one")
             pairs = [(n, store.create(n, site_id=site_of(registry, n))) for n in names]
             _secrets_out(pairs, args.out)
+        elif args.action == "service" and args.partitions is not None:
+            made = store.create_partitioned(args.name, args.role, args.partitions)
+            _secrets_out(made.items(), args.out)
         elif args.action == "service":
             _secrets_out([(args.name, store.create(args.name, role=args.role))], args.out)
         elif args.action == "rotate":

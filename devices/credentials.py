@@ -192,6 +192,19 @@ class CredentialStore:
                 passwords[username] = self._issue_in(conn, username, role, site_id, rotate=rotate)
         return passwords
 
+    def create_partitioned(self, name: str, role: str, partitions: int) -> dict[str, str]:
+        """Accounts `<name>-p00` ... for ingest's partitions (cluster.partitions): one
+        password for all, since a node's config holds one (each hashed with its own salt).
+        Returned here and never again."""
+        if not 1 <= partitions <= 256:
+            raise CredentialError(f"partitions must be between 1 and 256, not {partitions}")
+        password = secrets.token_urlsafe(24)
+        names = [f"{name}-p{p:02d}" for p in range(partitions)]
+        with transaction(self._engine, write=True) as conn:
+            for username in names:
+                self._issue_in(conn, username, role, None, rotate=False, password=password)
+        return dict.fromkeys(names, password)
+
     def _issue(self, username: str, role: str | None, site_id: str | None, *, rotate: bool) -> str:
         with transaction(self._engine, write=True) as conn:
             return self._issue_in(conn, username, role, site_id, rotate=rotate)
@@ -204,8 +217,9 @@ class CredentialStore:
         site_id: str | None,
         *,
         rotate: bool,
+        password: str | None = None,
     ) -> str:
-        password = secrets.token_urlsafe(24)
+        password = password or secrets.token_urlsafe(24)
         now = self._clock()
         current = conn.execute(
             select(broker_accounts.c.role).where(broker_accounts.c.username == username, _ACTIVE)

@@ -16,6 +16,7 @@ and the rules their last signals to the store before the database is closed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -36,11 +37,13 @@ from analytics.video.profiles import ProfileBook
 from api import alerts, console, directory, errors, health, rejections, session, telemetry, video
 from api import audit as audit_api
 from api.state import AppState
+from cluster.claims import Claim
 from cluster.membership import ClusterError, Member, Membership
 from config.settings import Settings
 from devices.registry import Registry
 from devices.sessions import SessionStore
 from devices.tokens import TokenStore
+from ingest.telemetry import partitions
 from ingest.telemetry.metrics import IngestMetrics
 from ingest.telemetry.mqtt import MqttCollector
 from ingest.telemetry.pipeline import IngestService
@@ -62,6 +65,8 @@ EXPECTED_FAILURES = (
 )
 # The key whose owner among the cluster's members relays alert changes to MQTT.
 RELAY_KEY = "alert-relay"
+# Longest wait for a partition's messages and rule progress to be stored when handing it over.
+HANDOVER_S = 30.0
 
 
 class Mingliang:
@@ -144,6 +149,7 @@ class Mingliang:
                 on_connection=records.connection,
                 supervisor=supervisor,
             )
+            count = settings.cluster.partitions
             engine = AlertEngine(
                 settings.alerts,
                 registry,
@@ -153,6 +159,11 @@ class Mingliang:
                 records,
                 points=ingest.write_points,
                 on_change=changed,
+                partition_of=(
+                    functools.partial(partitions.partition_of, count=count)
+                    if cluster.clustered
+                    else None
+                ),
             )
             engine.start(supervisor)
             # Stopped after ingest (callbacks run in reverse), so ingest's last records count.
@@ -160,8 +171,10 @@ class Mingliang:
             ingest.__enter__()
             # Stopping flushes and acknowledges what was taken: off the event loop.
             stack.push_async_callback(asyncio.to_thread, ingest.close)
+            if cluster.clustered:
+                cluster.claim(self._partition_claim(ingest, engine))
             publish: Callable[[str, bytes], bool] = ingest.publish
-            if settings.mqtt.relay_username:
+            if settings.mqtt.relay_username or cluster.clustered:
                 publish = self._relay_connection(stack)
             # One node relays: with several, each change would go out once per node.
             relay = AlertRelay(store, publish, active=lambda: cluster.mine(RELAY_KEY))
@@ -241,17 +254,41 @@ class Mingliang:
             metrics=self.metrics,
         )
 
+    def _partition_claim(self, ingest: IngestService, engine: AlertEngine) -> Claim:
+        """The partitions of the sites this node ingests: the rules first take the progress
+        the last owner stored, then ingest connects to the partition's session; handing over,
+        ingest stops taking, drains, and the rules store their progress for the next owner."""
+        count = self._settings.cluster.partitions
+        site_ids = list(self._registry.sites)
+
+        def start(key: str) -> None:
+            partition = int(key)
+            engine.take_partition(partition, partitions.sites_of(partition, site_ids, count))
+            ingest.start_partition(partition)
+
+        def stop(key: str) -> None:
+            partition = int(key)
+            ingest.stop_partition(partition, timeout=HANDOVER_S)
+            if not engine.give_up_partition(partition, timeout=HANDOVER_S):
+                log.error("partition %d handed over before its rule progress was stored", partition)
+
+        return Claim("partition", [str(p) for p in range(count)], start, stop)
+
     def _relay_connection(self, stack: AsyncExitStack) -> Callable[[str, bytes], bool]:
-        """A publishing connection under the relay's own account, which may write alerts and
-        nothing else, while ingest's account may only read what devices send."""
+        """A publishing connection of the relay's own: under the relay's account, which may
+        write alerts and nothing else, while ingest's account may only read what devices send;
+        and with several nodes, whose ingest connections come and go with their partitions."""
         mqtt = self._settings.mqtt
-        own = mqtt.model_copy(
-            update={
+        node = self._settings.cluster.node_id
+        if mqtt.relay_username:
+            update = {
                 "username": mqtt.relay_username,
                 "password": mqtt.relay_password,
                 "client_id": mqtt.relay_username,
             }
-        )
+        else:
+            update = {"client_id": f"{mqtt.client_id}-relay-{node}"}
+        own = mqtt.model_copy(update=update)
         connection = MqttCollector(own, lambda message: None, subscribe=False)
         connection.start()
         stack.push_async_callback(asyncio.to_thread, connection.stop)

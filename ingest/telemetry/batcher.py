@@ -27,6 +27,7 @@ class Ack:
     generation: int  # which MQTT connection the message arrived on
     mid: int
     qos: int
+    link: int = 0  # which of ingest's connections (a partition of the sites) took it
 
 
 @dataclass(slots=True)

@@ -57,12 +57,18 @@ class MqttCollector:
         on_connection: Callable[[bool], None] = lambda up: None,
         *,
         subscribe: bool = True,
+        topics: Sequence[str] = (SUBSCRIPTION,),
+        link: int = 0,
     ) -> None:
         """`subscribe=False`: a connection that only publishes (the alert relay's own).
+        `topics`: what to subscribe to (one partition's sites); `link` names this connection
+        in the acknowledgements of its messages, when ingest has several.
 
         Raises `devices.pki.TlsError` if `settings.tls_ca` cannot be read."""
         self._settings = settings
         self._subscribe = subscribe
+        self._topics = tuple(topics)
+        self._link = link
         self._handler = handler
         self._on_connection = on_connection
         self._generation = 0
@@ -129,7 +135,7 @@ class MqttCollector:
         sent = 0
         generation = self._generation
         for item in acks:
-            if item.generation == generation and item.qos > 0:
+            if item.generation == generation and item.qos > 0 and item.link == self._link:
                 self._client.ack(item.mid, item.qos)
                 sent += 1
         return sent
@@ -154,16 +160,16 @@ class MqttCollector:
             return
         self._failure = None
         self._generation += 1
-        if not self._subscribe:
+        if not self._subscribe or not self._topics:
             self._connected.set()
             self._on_connection(True)
             return
-        topic = SUBSCRIPTION
-        if self._settings.shared_group:
-            topic = f"$share/{self._settings.shared_group}/{SUBSCRIPTION}"
+        group = self._settings.shared_group
+        topics = [f"$share/{group}/{t}" if group else t for t in self._topics]
         # retainHandling=1: retained statuses only when the subscription is new, not on every
         # reconnect of a session that already has it.
-        client.subscribe(topic, options=SubscribeOptions(qos=1, retainHandling=1))
+        options = SubscribeOptions(qos=1, retainHandling=1)
+        client.subscribe([(topic, options) for topic in topics])
         log.info(
             "connected to %s:%s as %s (session %s)",
             self._settings.host,
@@ -204,7 +210,7 @@ class MqttCollector:
         # Connected means subscribed: only then does the broker keep messages for us.
         failed = [r for r in reasons if r.is_failure]
         if failed:
-            log.error("the broker refused the subscription to %s: %s", SUBSCRIPTION, failed)
+            log.error("the broker refused the subscription to %s: %s", self._topics, failed)
             return
         self._connected.set()
         self._on_connection(True)
@@ -223,7 +229,7 @@ class MqttCollector:
         self._on_connection(False)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        ack = Ack(self._generation, msg.mid, msg.qos) if msg.qos > 0 else None
+        ack = Ack(self._generation, msg.mid, msg.qos, self._link) if msg.qos > 0 else None
         try:
             topic = msg.topic
         except UnicodeDecodeError:  # the broker should refuse these; be safe anyway

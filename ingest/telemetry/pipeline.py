@@ -12,21 +12,25 @@ sends), and a QoS 0 flood beyond that bound is dropped and counted.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from config.settings import Settings
+from config.settings import MqttSettings, Settings
 from devices.registry import Registry
-from ingest.telemetry.batcher import Batcher, BatcherClosed, Pending
+from ingest.telemetry import partitions
+from ingest.telemetry.batcher import Ack, Batcher, BatcherClosed, Pending
 from ingest.telemetry.contract import Decoder, Record, RejectReason
 from ingest.telemetry.metrics import IngestMetrics
-from ingest.telemetry.mqtt import MqttCollector, MqttMessage
+from ingest.telemetry.mqtt import SUBSCRIPTION, MqttCollector, MqttMessage
 from ingest.telemetry.points import record_point
 from ingest.telemetry.rejects import RejectLog, make_record
 from ingest.telemetry.spool import Spool
@@ -87,13 +91,17 @@ class IngestService:
         registry: Registry,
         on_records: Callable[[Sequence[Record]], None] | None = None,
         metrics: IngestMetrics | None = None,
-        on_connection: Callable[[bool], None] = lambda up: None,
+        on_connection: Callable[[bool, int], None] = lambda up, link: None,
         supervisor: Supervisor | None = None,
     ) -> None:
         """`on_records` receives every batch of stored records, in order, before they are
-        acknowledged, and `on_connection` hears whenever the broker connection comes up or
-        goes down (on paho's thread: it must not wait): both for the alert engine. Without a
-        `supervisor`, the service makes its own."""
+        acknowledged, and `on_connection(up, link)` hears whenever a broker connection comes
+        up or goes down (on paho's thread: it must not wait): both for the alert engine. Without
+        a `supervisor`, the service makes its own.
+
+        With `cluster.node_id` set, ingest takes no messages until partitions are started
+        (`start_partition`): each is a connection of its own (its `link` is the partition's
+        number) to its sites' topics. Otherwise one connection takes every site (link 0)."""
         self.settings = settings
         self.registry = registry
         self.supervisor = supervisor or Supervisor()
@@ -137,16 +145,20 @@ class IngestService:
             max_messages=settings.mqtt.receive_maximum,
         )
 
-        def connection(up: bool) -> None:
-            self.metrics.mqtt_connected.set(int(up))
-            on_connection(up)
-
-        self._collector = MqttCollector(settings.mqtt, self._on_message, connection)
+        self._on_connection = on_connection
+        self._partitions = settings.cluster.partitions if settings.cluster.node_id else None
+        self._collectors: dict[int, MqttCollector] = {}
+        self._closing: set[int] = set()  # partitions being handed over: take nothing more
+        self._inflight: collections.Counter[int] = collections.Counter()  # taken, not acked
+        self._links = threading.Condition()
+        self._closed = False
+        if self._partitions is None:
+            self._collectors[0] = self._collector(settings.mqtt, link=0)
         self._loop = WriterLoop(
             self._writer,
             self._batcher,
             self.rejects,
-            self._collector.ack,
+            self._ack,
             self.metrics,
             on_records,
         )
@@ -159,7 +171,8 @@ class IngestService:
         self._writer_loop = self.supervisor.thread(
             "telemetry-writer", self._loop.run, stop=self._batcher.close, critical=True
         )
-        self._collector.start()
+        for collector in self._collectors.values():
+            collector.start()
         return self
 
     def __exit__(
@@ -176,7 +189,12 @@ class IngestService:
         stopped = True
         if self._writer_loop is not None:
             stopped = self._writer_loop.stop(timeout=self.settings.influx.timeout_s * 3)
-        self._collector.stop()
+        with self._links:
+            self._closed = True
+            collectors = list(self._collectors.values())
+            self._collectors.clear()
+        for collector in collectors:
+            collector.stop()
         if not stopped:
             # The writer may still be using them; the process is ending anyway, and the
             # broker redelivers whatever it did not acknowledge.
@@ -189,7 +207,81 @@ class IngestService:
         self._lock.close()
 
     def wait_connected(self, timeout: float) -> bool:
-        return self._collector.wait_connected(timeout)
+        """True once every connection ingest has is up (and subscribed)."""
+        deadline = time.monotonic() + timeout
+        with self._links:
+            collectors = list(self._collectors.values())
+        return all(c.wait_connected(max(0.0, deadline - time.monotonic())) for c in collectors)
+
+    # -- partitions (several nodes) --------------------------------------------------------
+
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this node ingests now (empty for a node alone: it takes all)."""
+        if self._partitions is None:
+            return []
+        with self._links:
+            return sorted(self._collectors)
+
+    def start_partition(self, partition: int) -> None:
+        """Connect to partition `partition`'s session: what the broker kept for it comes first."""
+        count = self._partitions
+        if count is None:
+            raise RuntimeError("ingest takes every site: there are no partitions to start")
+        sites = partitions.sites_of(partition, self.registry.sites, count)
+        own = partitions.partition_settings(self.settings.mqtt, partition, count)
+        collector = self._collector(own, link=partition, topics=partitions.topics(sites))
+        with self._links:
+            if self._closed:
+                raise RuntimeError(f"ingest is stopping: partition {partition} not started")
+            if partition in self._collectors:
+                return
+            self._closing.discard(partition)
+            self._collectors[partition] = collector
+        collector.start()
+        log.info("ingesting partition %d (%d sites)", partition, len(sites))
+
+    def stop_partition(self, partition: int, timeout: float = 30.0) -> bool:
+        """Hand partition `partition` over: take nothing more from it (what arrives now stays
+        unacknowledged, and the broker gives it to the next owner), wait until what was taken
+        is durable and acknowledged, then disconnect. False if that took longer than
+        `timeout`: the rest is redelivered to the next owner (at least once)."""
+        with self._links:
+            if partition not in self._collectors:
+                return True
+            self._closing.add(partition)
+            drained = self._links.wait_for(lambda: not self._inflight[partition], timeout)
+            collector = self._collectors.pop(partition)
+        collector.stop()
+        with self._links:
+            self._closing.discard(partition)
+            self._inflight.pop(partition, None)
+        log.info("handed partition %d over%s", partition, "" if drained else " (not drained)")
+        return drained
+
+    def _collector(
+        self, mqtt: MqttSettings, link: int, topics: Sequence[str] = (SUBSCRIPTION,)
+    ) -> MqttCollector:
+        def connection(up: bool) -> None:
+            self.metrics.mqtt_connected.set(int(up))
+            self._on_connection(up, link)
+
+        return MqttCollector(mqtt, self._on_message, connection, topics=topics, link=link)
+
+    def _ack(self, acks: Sequence[Ack]) -> int:
+        """Acknowledge on the connection each message came in on (writer thread)."""
+        by_link: dict[int, list[Ack]] = {}
+        for ack in acks:
+            by_link.setdefault(ack.link, []).append(ack)
+        sent = 0
+        with self._links:
+            for link, items in by_link.items():
+                collector = self._collectors.get(link)
+                if collector is not None:
+                    sent += collector.ack(items)
+                self._inflight[link] -= len(items)
+            self._links.notify_all()
+        return sent
 
     def write_points(self, lines: list[str]) -> None:
         """Store points that did not come over MQTT (alert counts, camera health), spooled like
@@ -202,13 +294,18 @@ class IngestService:
             self.metrics.internal_dropped.inc(dropped)
 
     def publish(self, topic: str, payload: bytes) -> bool:
-        """Publish at QoS 1 on ingest's MQTT connection; True once the broker has it."""
-        return self._collector.publish(topic, payload)
+        """Publish at QoS 1 on ingest's MQTT connection; True once the broker has it. Not with
+        partitions: their connections come and go (the relay has its own then)."""
+        with self._links:
+            collector = self._collectors.get(0) if self._partitions is None else None
+        return collector is not None and collector.publish(topic, payload)
 
     def health(self) -> Health:
         alive = self._writer_loop is not None and self._writer_loop.status().up
+        with self._links:
+            collectors = list(self._collectors.values())
         return Health(
-            mqtt_connected=self._collector.connected,
+            mqtt_connected=all(c.connected for c in collectors),
             influx_up=self._writer.influx_up,
             writer_alive=alive,
             spool_points=self._spool.pending_points,
@@ -219,6 +316,11 @@ class IngestService:
     # -- the paho thread -------------------------------------------------------------------
 
     def _on_message(self, msg: MqttMessage) -> None:
+        if msg.ack is not None:
+            with self._links:
+                if msg.ack.link in self._closing:
+                    return  # being handed over: the next owner gets it from the broker
+                self._inflight[msg.ack.link] += 1
         parts = msg.topic.split("/")
         channel = parts[-1] if parts[-1] in _CHANNELS else "other"
         self.metrics.received.labels(channel).inc()

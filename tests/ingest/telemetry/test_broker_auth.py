@@ -297,3 +297,45 @@ def test_ingest_and_relay_accounts_do_only_their_own_job(
     finally:
         relay.close()
         ingest.close()
+
+
+def test_ingest_in_partitions_connects_with_one_account_per_partition(
+    secured: tuple[Mosquitto, dict[str, str], CredentialStore],
+    registry: Registry,
+    influxd: Influxd,
+    tmp_path: Path,
+    postgres_url: str,
+) -> None:
+    """Several nodes: each partition is a session of its own, so an account of its own on a
+    broker that takes the user name for the client id; one password serves them all."""
+    broker, passwords, store = secured
+    made = store.create_partitioned("parts", "ingest", 2)
+    assert sorted(made) == ["parts-p00", "parts-p01"]
+    assert len(set(made.values())) == 1
+    hashes = {store.active()[name][1] for name in made}
+    assert len(hashes) == 2  # one password, each hashed with its own salt
+    write_broker_files(registry, store, tmp_path / "broker")
+    broker.reload()
+    connect_when_allowed(broker, "parts-p00", made["parts-p00"]).close()
+    settings = make_settings(
+        tmp_path / "parts",
+        broker,
+        influxd,
+        mqtt={"username": "parts", "password": made["parts-p00"]},
+        alerts={"store_url": postgres_url},  # several nodes share a PostgreSQL store
+        cluster={"node_id": "east", "partitions": 2},
+    )
+    fridge = Client(broker, FRIDGE, passwords[FRIDGE])
+    with IngestService(settings, registry) as service:
+        assert service.partitions == []  # nothing until the cluster hands partitions out
+        service.start_partition(0)
+        service.start_partition(1)
+        assert service.wait_connected(15), "a partition did not connect with its account"
+        assert service.partitions == [0, 1]
+        for value in (3.0, 3.5, 4.0):
+            assert fridge.publish(topic(FRIDGE), reading(value)) == ACCEPTED
+        where = f"WHERE device_id = '{FRIDGE}'"
+        wait_until(lambda: count(settings, "telemetry", "temp_c", where) == 3, 30, "3 readings")
+        assert service.stop_partition(0) and service.stop_partition(1)
+        assert service.partitions == []
+    fridge.close()

@@ -196,11 +196,12 @@ def test_a_message_that_hits_a_bug_is_acknowledged_only_once_kept_whole(
     where = f"WHERE device_id = '{FRIDGE}'"
     wait_until(lambda: count(settings, "telemetry", "temp_c", where) == 1, 20, "the good one")
     wait_until(lambda: rejected(service, "internal_error") == 1, 20, "the bug counted")
-    (kept,) = [
-        json.loads(line)
-        for line in service.rejects.path.read_text().splitlines()
-        if json.loads(line)["reason"] == "internal_error"
-    ]
+
+    def kept_on_disk() -> list[dict[str, Any]]:  # counted on arrival, written by the writer
+        lines = service.rejects.path.read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r["reason"] == "internal_error"]
+
+    (kept,) = wait_until(kept_on_disk, 20, "the message kept in the rejects file")
     assert kept["payload"] == payload and "a bug in the decoder" in kept["detail"]
     wait_until(lambda: service.health().pending_messages == 0, 20, "both acknowledged")
 

@@ -1,0 +1,191 @@
+"""Two service nodes as real processes on one broker, one InfluxDB and one PostgreSQL: they
+split the partitions of the sites between them, and when one is killed the other takes its
+share over from the broker's persistent sessions, so no telemetry the broker acknowledged to
+a device is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from config.settings import Settings
+from devices.registry import Registry
+from simulators.local_services import Influxd, Mosquitto, free_port
+from tests.pg import reset_database
+from tests.support import ROOT, Publisher, count, make_settings, unique, wait_until
+
+PARTITIONS = 8
+
+
+@pytest.fixture
+def store_url(postgres_url: str) -> str:
+    reset_database(postgres_url)
+    return postgres_url
+
+
+class Node:
+    """`python -m api serve` as node `node_id` of the cluster."""
+
+    def __init__(self, settings: Settings, node_id: str, store_url: str, workdir: Path) -> None:
+        self.node_id = node_id
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log_path = workdir / f"{node_id}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MINGLIANG_")}
+        env.update(
+            {
+                "MINGLIANG_MQTT__HOST": settings.mqtt.host,
+                "MINGLIANG_MQTT__PORT": str(settings.mqtt.port),
+                "MINGLIANG_MQTT__CLIENT_ID": settings.mqtt.client_id,  # the same on all nodes
+                "MINGLIANG_INFLUX__URL": settings.influx.url,
+                "MINGLIANG_INFLUX__DATABASE": settings.influx.database,
+                "MINGLIANG_ALERTS__STORE_URL": store_url,
+                "MINGLIANG_API__PORT": str(self.port),
+                "MINGLIANG_PATHS__DATA_DIR": str(workdir / node_id),
+                "MINGLIANG_CAMERAS__WORKERS": "0",
+                "MINGLIANG_CLUSTER__NODE_ID": node_id,
+                "MINGLIANG_CLUSTER__PARTITIONS": str(PARTITIONS),
+                "MINGLIANG_CLUSTER__HEARTBEAT_S": "0.5",
+                "MINGLIANG_CLUSTER__DEAD_AFTER_S": "3",
+            }
+        )
+        self._log = self._log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "api", "serve", "--log-level", "info"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def health(self) -> dict[str, Any]:
+        if self.process.poll() is not None:
+            raise AssertionError(f"{self.node_id} exited: {self.tail()}")
+        try:
+            body: dict[str, Any] = httpx.get(f"{self.url}/healthz", timeout=5).json()
+        except httpx.HTTPError:
+            return {}
+        return body
+
+    def partitions(self) -> set[int]:
+        return set(self.health().get("cluster", {}).get("partitions", []))
+
+    def members(self) -> list[str]:
+        return [m["node_id"] for m in self.health().get("cluster", {}).get("members", [])]
+
+    def tail(self) -> str:
+        return self._log_path.read_text(errors="replace")[-4000:]
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(30)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(30)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def cluster(settings: Settings, store_url: str, workdir: Path, *names: str) -> Iterator[list[Node]]:
+    nodes: list[Node] = []
+    try:
+        for name in names:
+            nodes.append(Node(settings, name, store_url, workdir))
+        yield nodes
+    finally:
+        for node in nodes:
+            node.close()
+
+
+class Kitchens:
+    """Fridges of many kitchens publishing QoS 1 readings on a thread, each acknowledged by
+    the broker before it counts as sent."""
+
+    def __init__(self, broker: Mosquitto, fridges: list[tuple[str, str]]) -> None:
+        self.sent = 0
+        self._fridges = fridges
+        self._publisher = Publisher(broker)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Kitchens:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._publisher.close()
+
+    def stop(self) -> int:
+        """Stop publishing; wait until the broker has acknowledged everything sent."""
+        self._stop.set()
+        self._thread.join(30)
+        self._publisher.flush()
+        return self.sent
+
+    def _run(self) -> None:
+        ts = time.time_ns() // 1_000_000
+        while not self._stop.is_set():
+            ts += 1
+            for site_id, device_id in self._fridges:
+                topic = f"v1/sites/{site_id}/devices/{device_id}/telemetry"
+                self._publisher.publish(topic, {"ts": ts, "values": {"temp_c": 3.5}})
+                self.sent += 1
+            self._publisher.flush()
+            self._stop.wait(0.02)  # about 50 rounds a second: a steady flow, not a flood
+
+
+def test_killing_a_node_moves_its_partitions_and_loses_no_acknowledged_telemetry(
+    tmp_path: Path, broker: Mosquitto, influxd: Influxd, store_url: str, registry: Registry
+) -> None:
+    settings = make_settings(
+        tmp_path / "data", broker, influxd, influx={"database": unique("nodes")}
+    )
+    fridges = sorted(
+        (d.site_id, d.device_id) for d in registry.devices.values() if d.type == "fridge"
+    )[:64]
+    with cluster(settings, store_url, tmp_path, "east", "west") as (east, west):
+        for node in (east, west):
+            wait_until(lambda n=node: n.members() == ["east", "west"], 60, "both nodes joined")
+        split = wait_until(
+            lambda: (
+                (e := east.partitions(), w := west.partitions())
+                and e | w == set(range(PARTITIONS))
+                and not e & w
+                and (e, w)
+            ),
+            60,
+            "the partitions split between the nodes",
+        )
+        assert split and split[0] and split[1], split
+        with Kitchens(broker, fridges) as kitchens:
+            wait_until(lambda: kitchens.sent > 2000, 60, "telemetry flowing")
+            east.kill()
+            wait_until(lambda: west.members() == ["west"], 30, "east gone")
+            wait_until(lambda: west.partitions() == set(range(PARTITIONS)), 30, "west taking all")
+            sent_before = kitchens.sent
+            wait_until(lambda: kitchens.sent > sent_before + 2000, 60, "telemetry still flowing")
+            sent = kitchens.stop()
+        stored = wait_until(
+            lambda: (n := count(settings, "telemetry", "temp_c")) >= sent and n,
+            120,
+            f"all {sent} acknowledged readings in InfluxDB",
+        )
+        assert stored == sent
+        assert west.health()["status"] in ("ok", "degraded"), west.tail()
