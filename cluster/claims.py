@@ -40,6 +40,11 @@ class Claim:
         self._starting: dict[str, asyncio.Task[None]] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
 
+    @property
+    def busy(self) -> bool:
+        """Something is starting or stopping."""
+        return bool(self._starting or self._stopping)
+
     def owner_key(self, key: str) -> str:
         """What the rendezvous hash is taken over: the claim's name and the key."""
         return f"{self.name}:{key}"
