@@ -92,3 +92,8 @@ class CameraWatch:
 
     def watched(self) -> list[str]:
         return sorted(self._cameras)
+
+    def forget(self, camera_id: str) -> None:
+        """Stop watching a camera that another node now serves: its silence here says
+        nothing. An open camera_offline alert stays for its new owner to clear."""
+        self._cameras.pop(camera_id, None)

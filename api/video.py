@@ -22,6 +22,7 @@ from analytics.video.profile import CameraProfile
 from api.auth import Caller, iso_ms, require_site
 from api.body import BodyTooLarge, read_capped
 from api.state import AppState, app_state
+from cluster.membership import camera_key
 from devices.models import CAMERA_TYPES, Device
 from devices.tokens import Principal, Refusal, Refused
 from ingest.video.hub import ANY_OWNER
@@ -51,6 +52,21 @@ def _pool(state: AppState) -> CameraPool:
     if state.cameras is None:
         raise HTTPException(503, "the video path is off on this node (cameras.workers = 0)")
     return state.cameras
+
+
+def _to_owner(state: AppState, kind: str, camera_id: str) -> None:
+    """With several nodes, each camera's media goes to one (its owner among the live members):
+    a request for a camera owned elsewhere gets 307 to the owner's endpoint (RFC 9725 section
+    4.5), which the camera or viewer follows with the same offer."""
+    cluster = state.cluster
+    if cluster is None or not cluster.clustered:
+        return
+    owner = cluster.owner(camera_key(camera_id))
+    if owner != cluster.me:
+        location = f"{owner.api_url.rstrip('/')}/{kind}/{camera_id}"
+        raise HTTPException(
+            307, f"camera {camera_id!r} is served by node {owner.node_id}", {"Location": location}
+        )
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -157,6 +173,7 @@ async def whip(camera_id: str, request: Request, state: State) -> Response:
     id exists."""
     await _camera_publisher(request, state, camera_id)
     _camera(state, camera_id)
+    _to_owner(state, "whip", camera_id)
     return await _session(state, "whip", camera_id, await _offer(request, state))
 
 
@@ -173,6 +190,7 @@ async def whip_end(camera_id: str, session: SessionId, request: Request, state: 
 async def whep(camera_id: str, request: Request, state: State, caller: Caller) -> Response:
     """Watch a camera live at full rate (WHEP): the body is the SDP offer."""
     require_site(caller, _camera(state, camera_id).site_id)
+    _to_owner(state, "whep", camera_id)
     body = await _offer(request, state)
     return await _session(state, "whep", camera_id, body, _owner(caller))
 

@@ -84,6 +84,11 @@ class Member:
     api_url: str
 
 
+def camera_key(camera_id: str) -> str:
+    """What a camera's owner is taken over: its media goes to one node (api/video.py)."""
+    return f"camera:{camera_id}"
+
+
 def seat_of(node_id: str) -> int:
     """The node's advisory lock key: a stable non-negative 31-bit number from its id."""
     return _lock_number(node_id)

@@ -38,7 +38,7 @@ from api import alerts, console, directory, errors, health, rejections, session,
 from api import audit as audit_api
 from api.state import AppState
 from cluster.claims import Claim
-from cluster.membership import ClusterError, Member, Membership
+from cluster.membership import ClusterError, Member, Membership, camera_key
 from config.settings import Settings
 from devices.registry import Registry
 from devices.sessions import SessionStore
@@ -209,6 +209,7 @@ class Mingliang:
                 ingest.write_points,
                 engine.submit_signals,
                 offline_at_start=still_offline,
+                owns=lambda camera_id: cluster.mine(camera_key(camera_id)),
             )
             monitor_loop = supervisor.task("camera-health", monitor.run)
             stack.push_async_callback(monitor_loop.stop)

@@ -5,6 +5,12 @@
 The publisher reconnects with backoff when the session fails or is refused for a reason
 that can pass (a restarting worker); a refused token is reported and retried slowly, since
 an operator may install a new one.
+
+With several service nodes, a node that does not own the camera answers 307 with the owner's
+endpoint (RFC 9725 section 4.5); the publisher follows it itself, because HTTP clients drop
+the token on a redirect to another origin. A session is taken for dead when the receiver's
+RTCP reports stop for `silent_after_s` (a node that died sends none); the publisher then
+offers again, trying its endpoints in turn when one cannot be reached.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import fractions
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import av
@@ -33,6 +39,7 @@ from aiortc import (
 log = logging.getLogger(__name__)
 
 Render = Callable[[int], npt.NDArray[np.uint8]]  # frame index -> I420 picture
+MAX_REDIRECTS = 5
 _CLOCK = 90_000
 
 
@@ -100,7 +107,7 @@ class WhipPublisher:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         token: str,
         track: Callable[[], MediaStreamTrack],
         *,
@@ -108,10 +115,16 @@ class WhipPublisher:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 10.0,
         client: httpx.AsyncClient | None = None,
+        silent_after_s: float = 6.0,
     ) -> None:
+        """`endpoint`: the camera's WHIP URL, or the same URL at each of several nodes."""
         if codec not in ("VP8", "H264"):
             raise ValueError(f"codec must be VP8 or H264, not {codec!r}")
-        self.endpoint = endpoint
+        self.endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        if not self.endpoints:
+            raise ValueError("a publisher needs at least one endpoint")
+        self.endpoint = self.endpoints[0]
+        self._silent_after_s = silent_after_s
         self._token = token
         self._make_track = track
         self._codec = codec
@@ -133,23 +146,35 @@ class WhipPublisher:
         await pc.setLocalDescription(await pc.createOffer())
         client = self._client or httpx.AsyncClient(timeout=30)
         try:
-            response = await client.post(
-                self.endpoint,
-                content=pc.localDescription.sdp,
-                headers={
-                    "Content-Type": "application/sdp",
-                    "Authorization": f"Bearer {self._token}",
-                },
-            )
+            response, url = await self._offer(client, pc.localDescription.sdp)
+        except httpx.TransportError:
+            await pc.close()
+            self._next_endpoint()  # that node cannot be reached: try another next time
+            raise
         finally:
             if self._client is None:
                 await client.aclose()
         if response.status_code != 201:
             await pc.close()
             raise WhipError(response.status_code, reason(response))
-        self._location = str(httpx.URL(self.endpoint).join(response.headers["location"]))
+        self._location = str(httpx.URL(url).join(response.headers["location"]))
         await pc.setRemoteDescription(RTCSessionDescription(response.text, "answer"))
         self.stats.connects += 1
+
+    async def _offer(self, client: httpx.AsyncClient, sdp: str) -> tuple[httpx.Response, str]:
+        """POST the offer, following the nodes' redirects to the camera's owner."""
+        url = self.endpoint
+        headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {self._token}"}
+        for _ in range(MAX_REDIRECTS):
+            response = await client.post(url, content=sdp, headers=headers)
+            if response.status_code not in (307, 308) or "location" not in response.headers:
+                return response, url
+            url = str(httpx.URL(url).join(response.headers["location"]))
+        raise WhipError(response.status_code, f"more than {MAX_REDIRECTS} redirects")
+
+    def _next_endpoint(self) -> None:
+        index = self.endpoints.index(self.endpoint) if self.endpoint in self.endpoints else -1
+        self.endpoint = self.endpoints[(index + 1) % len(self.endpoints)]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set, reconnecting with backoff."""
@@ -183,9 +208,28 @@ class WhipPublisher:
             if pc.connectionState in ("failed", "closed"):
                 ended.set()
 
-        await _first(stop.wait(), ended.wait())
+        await _first(stop.wait(), ended.wait(), self._until_silent(pc))
         if not stop.is_set():
             raise ConnectionError("the WebRTC session ended")
+
+    async def _until_silent(self, pc: RTCPeerConnection) -> None:
+        """Returns when the receiver has sent no RTCP report for `silent_after_s`: a receiver
+        that died says nothing, and ICE would take half a minute to notice."""
+        last = time.monotonic()
+        seen: object = None
+        while True:
+            await asyncio.sleep(1.0)  # the watchdog's period
+            stamps = []
+            for sender in pc.getSenders():
+                report = await sender.getStats()
+                stamps += [s.timestamp for s in report.values() if s.type == "remote-inbound-rtp"]
+            newest = max(stamps, default=None)
+            if newest != seen or pc.connectionState != "connected":
+                seen, last = newest, time.monotonic()
+            elif time.monotonic() - last > self._silent_after_s:
+                silent = self._silent_after_s
+                log.warning("%s: no RTCP from the receiver for %.0f s", self.endpoint, silent)
+                return
 
     async def _end_session(self) -> None:
         if self._pc is not None:

@@ -46,7 +46,7 @@ class CameraPlan:
 class CameraFleet:
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         tokens: Mapping[str, str],
         plans: Sequence[CameraPlan],
         *,
@@ -60,7 +60,9 @@ class CameraFleet:
         missing = [p.camera_id for p in plans if p.camera_id not in tokens]
         if missing:
             raise ValueError(f"no WHIP token for cameras {', '.join(missing)}")
-        self._base = base_url.rstrip("/")
+        # Several service nodes: each camera tries them in turn when one cannot be reached.
+        bases = [base_url] if isinstance(base_url, str) else list(base_url)
+        self._bases = [base.rstrip("/") for base in bases]
         self._tokens = tokens
         self._plans = list(plans)
         self._fps = fps
@@ -93,7 +95,7 @@ class CameraFleet:
                 return SceneTrack(scene.frame, self._fps, clock)
 
             publisher = WhipPublisher(
-                f"{self._base}/whip/{plan.camera_id}",
+                [f"{base}/whip/{plan.camera_id}" for base in self._bases],
                 self._tokens[plan.camera_id],
                 track,
                 codec=self._codec,

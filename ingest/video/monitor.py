@@ -108,14 +108,18 @@ class CameraMonitor:
         points: Callable[[list[str]], None],
         submit: Callable[[Sequence[Signal]], None],
         offline_at_start: Iterable[str] = (),
+        owns: Callable[[str], bool] = lambda camera_id: True,
     ) -> None:
         """`points` takes health points without waiting; `submit` hands signals to the alert
-        engine and may wait (it is called off the event loop)."""
+        engine and may wait (it is called off the event loop). `owns(camera_id)`: with several
+        nodes, whether this node serves the camera now; a camera served elsewhere, with no
+        session left here, is not watched here."""
         self._settings = settings
         self._registry = registry
         self._pool = pool
         self._points = points
         self._submit = submit
+        self._owns = owns
         self.watch = CameraWatch(int(settings.offline_after_s * 1000))
         now_ms = time.time_ns() // 1_000_000
         for camera_id in offline_at_start:  # open camera_offline alerts from before a restart
@@ -168,6 +172,10 @@ class CameraMonitor:
                 encode_point(health_point(cur, self._prev.get(cur.camera_id), dt_s, now_ms))
             )
             self._prev[cur.camera_id] = cur
+        for camera_id in self.watch.watched():
+            here = self._prev.get(camera_id)
+            if not self._owns(camera_id) and (here is None or not here.connected):
+                self.watch.forget(camera_id)
         signals += self.watch.tick(now_ms)
         if down:
             log.warning("camera workers %s did not report health", down)
