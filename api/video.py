@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
@@ -67,6 +68,61 @@ def _to_owner(state: AppState, kind: str, camera_id: str) -> None:
         raise HTTPException(
             307, f"camera {camera_id!r} is served by node {owner.node_id}", {"Location": location}
         )
+
+
+# Set on a request one node passes to another: the owner answers it, never passes it on.
+FORWARDED_BY = "X-Mingliang-Forwarded-By"
+# Request headers not passed to the owner: they describe this hop, not the request.
+_HOP_HEADERS = frozenset(
+    {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "upgrade"}
+)
+
+
+async def _at_owner(
+    request: Request, state: AppState, camera_id: str, body: bytes | None = None
+) -> StreamingResponse | None:
+    """With several nodes, a viewer's request (WHEP, a snapshot, MJPEG) for a camera another
+    node serves is passed to that node with the caller's own credentials, which every node
+    checks against the same store, and its answer passed back: a browser's session cookie does
+    not follow a redirect to another origin. None when this node serves the camera."""
+    cluster = state.cluster
+    if cluster is None or not cluster.clustered:
+        return None
+    owner = cluster.owner(camera_key(camera_id))
+    if owner == cluster.me:
+        return None
+    if request.headers.get(FORWARDED_BY):
+        # The two nodes disagree on the members for a heartbeat or two: never ping-pong.
+        raise HTTPException(
+            503, f"nodes disagree on who serves {camera_id!r}; retry", {"Retry-After": "2"}
+        )
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+    headers[FORWARDED_BY] = cluster.me.node_id
+    url = owner.api_url.rstrip("/") + request.url.path
+    client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
+    try:
+        upstream = await client.send(
+            client.build_request(
+                request.method, url, params=request.query_params, headers=headers, content=body
+            ),
+            stream=True,
+        )
+    except httpx.HTTPError as exc:
+        await client.aclose()
+        raise HTTPException(
+            503,
+            f"node {owner.node_id}, which serves {camera_id!r}, did not answer: {exc}",
+            {"Retry-After": "2"},
+        ) from exc
+
+    async def close() -> None:
+        await upstream.aclose()
+        await client.aclose()
+
+    kept = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
+    return StreamingResponse(
+        upstream.aiter_raw(), upstream.status_code, kept, background=BackgroundTask(close)
+    )
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -190,15 +246,22 @@ async def whip_end(camera_id: str, session: SessionId, request: Request, state: 
 async def whep(camera_id: str, request: Request, state: State, caller: Caller) -> Response:
     """Watch a camera live at full rate (WHEP): the body is the SDP offer."""
     require_site(caller, _camera(state, camera_id).site_id)
-    _to_owner(state, "whep", camera_id)
     body = await _offer(request, state)
+    forwarded = await _at_owner(request, state, camera_id, body)
+    if forwarded is not None:
+        return forwarded
     return await _session(state, "whep", camera_id, body, _owner(caller))
 
 
 @router.delete("/whep/{camera_id}/{session}", status_code=204)
-async def whep_end(camera_id: str, session: SessionId, state: State, caller: Caller) -> Response:
+async def whep_end(
+    camera_id: str, session: SessionId, request: Request, state: State, caller: Caller
+) -> Response:
     """Stop watching: only the token that started the session, or an administrator, may."""
     require_site(caller, _camera(state, camera_id).site_id)
+    forwarded = await _at_owner(request, state, camera_id)
+    if forwarded is not None:
+        return forwarded
     path = f"/whep/{camera_id}/{session}"
     await _forward(_pool(state), camera_id, "DELETE", path, headers={OWNER_HEADER: _owner(caller)})
     return Response(status_code=204)
@@ -277,9 +340,12 @@ async def profile(camera_id: str, state: State, caller: Caller) -> ProfileView:
     responses={200: {"content": {"image/jpeg": {}}}},
     response_class=Response,
 )
-async def snapshot(camera_id: str, state: State, caller: Caller) -> Response:
+async def snapshot(camera_id: str, request: Request, state: State, caller: Caller) -> Response:
     """The camera's newest frame as a JPEG."""
     require_site(caller, _camera(state, camera_id).site_id)
+    forwarded = await _at_owner(request, state, camera_id)
+    if forwarded is not None:
+        return forwarded
     response = await _forward(_pool(state), camera_id, "GET", f"/snapshot/{camera_id}")
     return Response(
         response.content,
@@ -296,9 +362,14 @@ async def snapshot(camera_id: str, state: State, caller: Caller) -> Response:
     responses={200: {"content": {"multipart/x-mixed-replace": {}}}},
     response_class=StreamingResponse,
 )
-async def mjpeg(camera_id: str, state: State, caller: Caller) -> StreamingResponse:
+async def mjpeg(
+    camera_id: str, request: Request, state: State, caller: Caller
+) -> StreamingResponse:
     """Motion JPEG at cameras.mjpeg_fps, for video walls; counts against the viewer caps."""
     require_site(caller, _camera(state, camera_id).site_id)
+    forwarded = await _at_owner(request, state, camera_id)
+    if forwarded is not None:
+        return forwarded
     pool = _pool(state)
     stream = pool.stream(camera_id, f"/mjpeg/{camera_id}")
     try:

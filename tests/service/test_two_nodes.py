@@ -245,6 +245,14 @@ def test_killing_a_node_moves_its_cameras_and_partitions_and_loses_no_telemetry(
                 f"{node.node_id}'s cameras online on {node.node_id}",
             )
 
+        # Either node answers for any camera: viewers' requests go on to the camera's owner.
+        for camera in cameras:
+            shot = httpx.get(
+                f"{east.url}/api/v1/cameras/{camera}/snapshot.jpg", headers=bearer(token)
+            )
+            assert shot.status_code == 200, (camera, shot.text)
+            assert shot.headers["content-type"] == "image/jpeg" and shot.content[:2] == b"\xff\xd8"
+
         # An alert acknowledged on one node streams to the SSE clients of both.
         clients = [httpx.Client(base_url=n.url, headers=bearer(token)) for n in (east, west)]
         readers = [SseReader(client) for client in clients]
