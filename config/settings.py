@@ -608,6 +608,12 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _cluster_on_postgresql(self) -> Settings:
+        unreachable = self.api.host in ("0.0.0.0", "::", "")
+        if self.cluster.node_id is not None and self.cluster.api_url is None and unreachable:
+            raise ValueError(
+                f"cluster.api_url is needed when api.host is {self.api.host!r}: other nodes "
+                "send this node's cameras and viewers there, and cannot use that address"
+            )
         if self.cluster.node_id is not None and not self.alerts.store_url.startswith("postgresql"):
             raise ValueError(
                 f"cluster.node_id {self.cluster.node_id!r} needs alerts.store_url to be a "

@@ -122,3 +122,23 @@ def test_tls_files_are_taken_from_the_project_root_and_go_in_pairs(tmp_path: Pat
     for lone in ("tls_cert", "tls_key"):
         with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
             load_settings({}, api={lone: "data/tls/x.pem"})
+
+
+def test_a_cluster_node_needs_postgresql_and_an_address_the_others_can_reach() -> None:
+    node = {"MINGLIANG_CLUSTER__NODE_ID": "node-1"}
+    with pytest.raises(ConfigError, match=r"needs alerts\.store_url to be a postgresql"):
+        load_settings(node)
+    shared = {**node, "MINGLIANG_ALERTS__STORE_URL": "postgresql+psycopg://ml@db/alerts"}
+    anywhere = {**shared, "MINGLIANG_API__HOST": "0.0.0.0"}
+    with pytest.raises(ConfigError, match=r"cluster\.api_url is needed when api\.host is"):
+        load_settings(anywhere)
+    reachable = {**anywhere, "MINGLIANG_CLUSTER__API_URL": "http://10.0.0.11:8000"}
+    assert load_settings(reachable).node_api_url == "http://10.0.0.11:8000"
+    assert load_settings(shared).node_api_url == "http://127.0.0.1:8000"
+    hasty = {
+        **shared,
+        "MINGLIANG_CLUSTER__HEARTBEAT_S": "2",
+        "MINGLIANG_CLUSTER__DEAD_AFTER_S": "3",
+    }
+    with pytest.raises(ConfigError, match=r"dead_after_s 3\.0 must be at least twice heartbeat_s"):
+        load_settings(hasty)
