@@ -2,6 +2,8 @@
 
     python bench/camera_streams.py [--streams 8] [--seconds 60] [--rounds 3]
                                    [--mmap-threshold BYTES] [--trim-every S] [--no-analytics]
+                                   [--key-frames] [--decode-threads N] [--fps 5]
+                                   [--bitrate KBITS]
 
 Starts its own Mosquitto and InfluxDB on free ports and the real service
 (`python -m api serve`, one camera worker). Each round, twice over the same scenes (the
@@ -14,15 +16,32 @@ simulator's kitchen scenes, 640x360, 5 fps, VP8 as aiortc encodes it):
                (WebRTC, SRTP, jitter buffer, decode, latest-frame slots, health to InfluxDB).
                The publishers run in this process and are not counted.
 
-Streams per core = stream-seconds of video / CPU seconds spent. Prints each round, the medians
-and the ratio ingest / baseline: the share of a core's decoding capacity the whole ingest
-path keeps.
+Nobody watches the cameras. The workers decode every frame, unless --key-frames
+(`cameras.unwatched_decode = "key_frames"`, docs/video.md): then, at --fps 8 and up (four
+times analytics' 2 fps), they ask for and decode only the key frames analytics need. The
+baseline always decodes every frame of a stream encoded without requested key frames; when
+the workers asked for key frames the live bit rate is higher than the camera's own (a note
+says so) and the baseline cannot aim at it, so compare the ingest figures of two runs, with and
+without --key-frames, rather than the ratio.
+
+The simulated cameras' encoders aim at the bit rate the service's REMB feedback asks for, which
+depends on how evenly the service takes their packets in (a busy event loop looks like a
+congested link), so two versions of the service may be sent different bit rates; --bitrate
+pins their target (aiortc clamps it to 250 to 1500 kbit/s; the kitchen
+scenes come out at about 0.4 of it) so that two versions of the service compare at one rate.
+
+Streams per core = stream-seconds of video / CPU seconds spent. Prints each round (with the
+CPU split: the workers' decoder and analytics threads, their event loops, the API process; and
+per stream-second the frames that arrived, were decoded and were analysed, from the health
+points), the medians and the ratio ingest / baseline: the share of a core's decoding capacity
+the whole ingest path keeps.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import calendar
 import os
 import shutil
 import statistics
@@ -37,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 import httpx  # noqa: E402
+from aiortc.codecs import vpx  # noqa: E402
 from aiortc.mediastreams import VIDEO_TIME_BASE  # noqa: E402
 
 from alerts.store import AlertStore  # noqa: E402
@@ -112,6 +132,14 @@ def encode_streams(cameras: list[str], seconds: float, bitrate: int) -> list[lis
     return streams
 
 
+def _epoch(rfc3339: str) -> float:
+    """Seconds since the epoch of InfluxDB's time stamps (2026-11-26T10:00:00.123Z)."""
+    stamp = rfc3339.rstrip("Z")
+    whole, _, fraction = stamp.partition(".")
+    seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+    return seconds + (float(f"0.{fraction}") if fraction else 0.0)
+
+
 def kbps(streams: list[list[bytes]], seconds: float) -> float:
     return sum(len(p) for packets in streams for p in packets) * 8 / 1000 / seconds / len(streams)
 
@@ -143,8 +171,14 @@ def service_env(
     mmap_threshold: int | None = None,
     trim_every_s: float | None = None,
     analytics: bool = True,
+    key_frames: bool = False,
+    decode_threads: int | None = None,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINGLIANG_")}
+    if key_frames:
+        env["MINGLIANG_CAMERAS__UNWATCHED_DECODE"] = "key_frames"
+    if decode_threads is not None:
+        env["MINGLIANG_CAMERAS__DECODE_THREADS"] = str(decode_threads)
     if mmap_threshold is not None:
         env["MINGLIANG_CAMERAS__MALLOC_MMAP_THRESHOLD_BYTES"] = str(mmap_threshold)
     if trim_every_s is not None:
@@ -229,28 +263,49 @@ async def ingest_round(
         elapsed = time.monotonic() - started
         still = await online()
         await asyncio.sleep(6)  # the last health point of the window
+        window = f"time > now() - {int(elapsed) + 6}s"
         q = (
-            "SELECT mean(bitrate_kbps) FROM camera_health "
-            f"WHERE time > now() - {int(elapsed) + 6}s AND transport = 'whip'"
+            "SELECT mean(bitrate_kbps), mean(fps), mean(decoded_fps), mean(key_frames_per_s), "
+            "last(key_frames_only) FROM camera_health "
+            f"WHERE {window} AND transport = 'whip'; "
+            f"SELECT analytics_frames, analytics_cpu_s FROM camera_worker WHERE {window}"
         )
         async with httpx.AsyncClient(timeout=10) as client:
             result = (await client.get(f"{influx}/query", params={"db": DATABASE, "q": q})).json()
-        bitrate = float(result["results"][0]["series"][0]["values"][0][1])
+        _, bitrate, fps, decoded_fps, key_fps, key_frames = result["results"][0]["series"][0][
+            "values"
+        ][0]
+        bitrate = float(bitrate)
+        # None from a service without these figures (before 2026-12)
+        fps, decoded_fps, key_fps = fps or 0.0, decoded_fps or 0.0, key_fps or 0.0
+        analysed = analytics_ms = 0.0  # per stream-second, between the first and last point
+        points = result["results"][1].get("series", [{"values": []}])[0]["values"]
+        if len(points) >= 2:
+            (t0, f0, c0), (t1, f1, c1) = points[0], points[-1]
+            span_s = (_epoch(t1) - _epoch(t0)) * len(cameras)
+            analysed, analytics_ms = (f1 - f0) / span_s, 1000 * (c1 - c0) / span_s
     stop.set()
     await running
     if still < len(cameras):
         raise SystemExit(f"only {still} of {len(cameras)} cameras stayed online")
-    per_stream_s = {k: 1000 * v / (len(cameras) * elapsed) for k, v in split.items()}
+    stream_s = len(cameras) * elapsed
+    per_stream_s = {k: 1000 * v / stream_s for k, v in split.items()}
     print(
         "         CPU ms per stream-second: "
-        f"worker threads (decode) {per_stream_s['threads']:.2f}, "
+        f"worker threads {per_stream_s['threads']:.2f} (of which analytics {analytics_ms:.2f}), "
         f"worker event loop (WebRTC in Python) {per_stream_s['loop']:.2f}, "
         f"API process {per_stream_s['api']:.2f}"
+    )
+    print(
+        f"         frames per stream-second: arrived {fps:.2f} (key frames {key_fps:.2f}), "
+        f"decoded {decoded_fps:.2f}, analysed {analysed:.2f}"
+        + ("   (key frames asked for: live bit rate above the camera's own)" if key_frames else "")
     )
     return len(cameras) * elapsed / cpu, bitrate
 
 
 def main() -> int:
+    global FPS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -266,7 +321,20 @@ def main() -> int:
     parser.add_argument(
         "--no-analytics", action="store_true", help="video analytics off (the path alone)"
     )
+    parser.add_argument(
+        "--key-frames",
+        action="store_true",
+        help="decode only the key frames analytics need (cameras.unwatched_decode)",
+    )
+    parser.add_argument("--decode-threads", type=int, help="the workers' cameras.decode_threads")
+    parser.add_argument("--fps", type=float, default=FPS, help="the cameras' frame rate")
+    parser.add_argument(
+        "--bitrate", type=int, help="pin the cameras' encoder target (kbit/s), not REMB's"
+    )
     args = parser.parse_args()
+    FPS = args.fps
+    if args.bitrate is not None:  # the publishers run in this process: pin their encoders
+        vpx.DEFAULT_BITRATE = vpx.MIN_BITRATE = vpx.MAX_BITRATE = args.bitrate * 1000
     registry = load_registry(INVENTORY)
     cameras = pushed_cameras(registry, args.streams)
     with tempfile.TemporaryDirectory(prefix="bench-cameras-") as tmp:
@@ -288,6 +356,8 @@ def main() -> int:
                     args.mmap_threshold,
                     args.trim_every,
                     not args.no_analytics,
+                    args.key_frames,
+                    args.decode_threads,
                 ),
                 cwd=ROOT,
                 stdout=log,

@@ -85,7 +85,9 @@ class Member:
 
 
 def camera_key(camera_id: str) -> str:
-    """What a camera's owner is taken over: its media goes to one node (api/video.py)."""
+    """What a camera's owner is taken over: its media goes to one node (api/video.py). The
+    same as a claim named "camera" keys it (claims.Claim.owner_key), so the node that pulls
+    a camera over RTSP is the one requests for it are sent to."""
     return f"camera:{camera_id}"
 
 
@@ -132,6 +134,7 @@ class Membership:
         self._joined = False
         self._listeners: list[Callable[[tuple[Member, ...]], None]] = []
         self._claims: list[Claim] = []
+        self._claiming = True
         self._changed = asyncio.Event()
         self._gauges: tuple[Gauge, Gauge] | None = None
         if metrics is not None:
@@ -178,6 +181,11 @@ class Membership:
         membership loop's heartbeats; call before `run`."""
         self._claims.append(claim)
 
+    def stop_claiming(self) -> None:
+        """The node is stopping: start and stop nothing more. What it runs is stopped by its
+        owners (ingest closes its partitions), and its locks go with its seat."""
+        self._claiming = False
+
     async def wait_for(
         self, predicate: Callable[[tuple[Member, ...]], bool], timeout: float
     ) -> bool:
@@ -211,7 +219,7 @@ class Membership:
             while True:
                 members = await asyncio.to_thread(self._live, conn)
                 self._set_members(members, joined=True)
-                for claim in self._claims:
+                for claim in self._claims if self._claiming else ():
                     await claim.reconcile(
                         self.mine,
                         functools.partial(lock, claim),
@@ -221,7 +229,8 @@ class Membership:
         finally:
             for claim in self._claims:
                 claim.lost_locks()
-            self._set_members((self.me,), joined=False)
+            log.info("node %s is out of the cluster (stopping, or lost its seat)", self.me.node_id)
+            self._set_members((self.me,), joined=False, quiet=True)
             await asyncio.to_thread(conn.close)
 
     def _join(self) -> psycopg.Connection[Any]:
@@ -298,13 +307,15 @@ class Membership:
             raise ClusterUnavailable(f"lost the cluster seat while claiming {name}: {exc}") from exc
         return bool(row and row[0])
 
-    def _set_members(self, members: tuple[Member, ...], joined: bool) -> None:
+    def _set_members(
+        self, members: tuple[Member, ...], joined: bool, *, quiet: bool = False
+    ) -> None:
         if self._gauges is not None:
             self._gauges[0].set(len(members))
             self._gauges[1].set(1 if joined else 0)
         if members == self._members and joined == self._joined:
             return
-        if members != self._members:
+        if members != self._members and not quiet:
             gone = sorted(m.node_id for m in set(self._members) - set(members))
             came = sorted(m.node_id for m in set(members) - set(self._members))
             log.info(

@@ -65,6 +65,8 @@ EXPECTED_FAILURES = (
 )
 # The key whose owner among the cluster's members relays alert changes to MQTT.
 RELAY_KEY = "alert-relay"
+# Claims of cameras are keyed like camera ownership (cluster.membership.camera_key).
+CAMERA_CLAIM = "camera"
 # Longest wait for a partition's messages and rule progress to be stored when handing it over.
 HANDOVER_S = 30.0
 
@@ -190,7 +192,8 @@ class Mingliang:
                 CameraPool(
                     settings.cameras,
                     settings.inventory_path,
-                    streams=list(registry.streams.values()),
+                    # Several nodes: each pulls the cameras it owns (claimed below).
+                    streams=[] if cluster.clustered else list(registry.streams.values()),
                     analytics=settings.analytics if settings.analytics.enabled else None,
                     profiles_dir=settings.profiles_dir,
                     evidence_dir=settings.evidence_dir,
@@ -211,6 +214,8 @@ class Mingliang:
                 offline_at_start=still_offline,
                 owns=lambda camera_id: cluster.mine(camera_key(camera_id)),
             )
+            if cluster.clustered and registry.streams:
+                cluster.claim(self._pull_claim(pool, monitor))
             monitor_loop = supervisor.task("camera-health", monitor.run)
             stack.push_async_callback(monitor_loop.stop)
             if settings.analytics.enabled:
@@ -225,6 +230,8 @@ class Mingliang:
                 collector_loop = supervisor.task("camera-analytics", collector.run)
                 stack.push_async_callback(collector_loop.stop)
 
+        # Leaving runs this first: a node that is stopping takes nothing more over.
+        stack.callback(cluster.stop_claiming)
         return AppState(
             settings=settings,
             registry=registry,
@@ -274,6 +281,22 @@ class Mingliang:
                 log.error("partition %d handed over before its rule progress was stored", partition)
 
         return Claim("partition", [str(p) for p in range(count)], start, stop)
+
+    def _pull_claim(self, pool: CameraPool, monitor: CameraMonitor) -> Claim:
+        """The cameras pulled over RTSP that this node owns: one node pulls each, and another
+        takes it over when that node dies. Its key is the camera's, so the node that pulls a
+        camera is the one WHEP and snapshot requests for it go to."""
+        loop = asyncio.get_running_loop()
+        streams = self._registry.streams
+
+        def start(camera_id: str) -> None:
+            asyncio.run_coroutine_threadsafe(pool.pull(streams[camera_id]), loop).result(30)
+            monitor.expect(camera_id)
+
+        def stop(camera_id: str) -> None:
+            asyncio.run_coroutine_threadsafe(pool.unpull(camera_id), loop).result(30)
+
+        return Claim(CAMERA_CLAIM, sorted(streams), start, stop)
 
     def _relay_connection(self, stack: AsyncExitStack) -> Callable[[str, bytes], bool]:
         """A publishing connection of the relay's own: under the relay's account, which may

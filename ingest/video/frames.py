@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import av
@@ -66,10 +67,14 @@ class SlotCounts:
 
 
 class FrameSlot:
-    """The newest frame of one camera; put() replaces, take() waits for a newer one."""
+    """The newest frame of one camera; put() replaces, take() waits for a newer one.
+
+    `on_taken`, if set, is called (outside the lock, on the taker's thread) after each take:
+    the camera asks for its next key frame then when it decodes only key frames."""
 
     def __init__(self, camera_id: str) -> None:
         self.camera_id = camera_id
+        self.on_taken: Callable[[], None] | None = None
         self._cond = threading.Condition()
         self._frame: Frame | None = None
         self._unread = False
@@ -102,7 +107,10 @@ class FrameSlot:
                 self._cond.wait(remaining)
             self._unread = False
             self._taken += 1
-            return self._frame
+            frame = self._frame
+        if self.on_taken is not None:
+            self.on_taken()
+        return frame
 
     def counts(self) -> SlotCounts:
         with self._cond:

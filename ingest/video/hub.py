@@ -1,12 +1,16 @@
 """The cameras one worker process owns: publishers in, frames to slots, viewers out.
 
-    WHIP publisher --RTP--> aiortc (decoder thread) --> CameraFeed.deliver --> FrameSlot
-    RTSP camera  <--pull--  RtspPuller (thread)     --'         (analytics) `--> ViewerTrack
-                                                                      (WHEP, MJPEG, snapshot)
+    WHIP publisher --RTP--> aiortc --> FrameGate --> DecodePool (threads) --> CameraFeed.deliver
+    RTSP camera  <--pull--  RtspPuller (thread) ---------------------------------'    |
+                         FrameSlot (analytics, snapshot, MJPEG) <--------------------'
+                         ViewerTrack (WHEP) <-- the event loop, while viewers watch
 
 Every decoded frame goes to one place per consumer that holds only the newest frame, so a slow
-consumer skips frames (counted) instead of queueing them. aiortc's receiver queues decoded
-frames without bound, so every received track is consumed at once, audio included.
+consumer skips frames (counted) instead of queueing them. A publisher's frames are decoded as
+receive.py decides: every frame while someone watches live, otherwise only the key frames
+analytics need (receive.py says how). aiortc's own receiver queues decoded frames without bound,
+so every received track is consumed at once, audio included (and video, should aiortc's
+receiver not be one receive.py can take over).
 
 A second publisher for a live camera takes over: the older session is closed. A camera that
 reboots reconnects before its old session has timed out, and must not be locked out for the
@@ -39,6 +43,7 @@ from config.settings import CamerasSettings
 from devices.models import CAMERA_TYPES
 from devices.registry import Registry
 from ingest.video.frames import Frame, FrameSlot
+from ingest.video.receive import DecodePool, FrameGate, gate_receiver
 from ingest.video.rtsp import RtspPuller
 from ingest.video.sampler import FrameConsumer, FrameSampler
 from ingest.video.stats import CameraStats
@@ -139,15 +144,23 @@ class CameraFeed:
         self._size: tuple[int, int] | None = None
         self._bytes = 0
         self._fanout_pending = False
+        # Encoded frames that arrived, of them key frames, and those not decoded (event loop).
+        self._arrived = 0
+        self._keys = 0
+        self._not_decoded = 0
+        self.slot.on_taken = self._taken
         # Set by the WHIP session feeding the camera: its transport's figures.
         self.transport_stats: Callable[[], Awaitable[TransportFigures]] | None = None
         self.rtsp_connected: Callable[[], bool] | None = None
         self.publisher: PublishSession | None = None
 
-    def deliver(self, image: av.VideoFrame, nbytes: int = 0) -> None:
-        """A decoded frame of this camera; callable from any thread."""
+    def deliver(self, image: av.VideoFrame, nbytes: int = 0, arrived: bool = True) -> None:
+        """A decoded frame of this camera; callable from any thread. `arrived` False: its
+        arrival was counted already (frame_arrived)."""
         now = time.time_ns()
         with self._lock:
+            if arrived:
+                self._arrived += 1
             self._seq += 1
             seq = self._seq
             self._last_ns = now
@@ -158,6 +171,28 @@ class CameraFeed:
             # One pending hand-over at most: a stalled loop must not pile up callbacks.
             self._fanout_pending = True
             self._loop.call_soon_threadsafe(self._fan_out)
+
+    def frame_arrived(self, key: bool, decoded: bool) -> None:
+        """An encoded frame put together (on the event loop); decoded or not."""
+        with self._lock:
+            self._arrived += 1
+            self._keys += key
+            self._not_decoded += not decoded
+
+    def watched(self) -> bool:
+        """Someone watches live (WHEP, MJPEG, or a WHEP viewer joining): decode every frame."""
+        return bool(self.viewers) or self.mjpeg_viewers > 0 or self.joining > 0
+
+    def wake(self) -> None:
+        """A viewer joins: a publisher decoding key frames only sends one now (event loop)."""
+        if self.publisher is not None:
+            self.publisher.gate.key_wanted()
+
+    def _taken(self) -> None:
+        """Analytics took the newest frame (their thread): key frames only? Ask for the next."""
+        publisher = self.publisher
+        if publisher is not None:
+            publisher.gate.key_wanted_threadsafe()
 
     def _fan_out(self) -> None:
         self._fanout_pending = False
@@ -182,12 +217,18 @@ class CameraFeed:
                 extra_bytes, packets, lost, jitter = await self.transport_stats()
         with self._lock:
             seq, last_ns, size, nbytes = self._seq, self._last_ns, self._size, self._bytes
+            arrived, keys, not_decoded = self._arrived, self._keys, self._not_decoded
+        publisher = self.publisher
         return CameraStats(
             camera_id=self.camera_id,
             site_id=self.site_id,
             transport=self.transport,
             connected=self.live,
             frames_decoded=seq,
+            frames_received=arrived,
+            key_frames_received=keys,
+            frames_not_decoded=not_decoded,
+            key_frames_only=publisher is not None and publisher.gate.sparse,
             frames_skipped=self.slot.counts().skipped,
             bytes_received=nbytes + extra_bytes,
             packets_received=packets,
@@ -263,10 +304,23 @@ class _PeerSession:
 class PublishSession(_PeerSession):
     """One WHIP publisher: a peer connection whose tracks feed a camera."""
 
-    def __init__(self, feed: CameraFeed, on_end: Callable[[PublishSession], None]) -> None:
+    def __init__(
+        self,
+        feed: CameraFeed,
+        on_end: Callable[[PublishSession], None],
+        pool: DecodePool,
+        settings: CamerasSettings,
+    ) -> None:
         super().__init__(feed)
         self._on_end = on_end
         self._tasks: set[asyncio.Task[None]] = set()
+        self.gate = FrameGate(
+            self,
+            pool,
+            asyncio.get_running_loop(),
+            analytics_fps=settings.analytics_fps,
+            key_frames_when_unwatched=settings.unwatched_decode == "key_frames",
+        )
 
         @self.pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
@@ -277,12 +331,27 @@ class PublishSession(_PeerSession):
             task.add_done_callback(self._tasks.discard)
 
     async def answer(self, offer_sdp: str) -> str:
-        await self._take_offer(offer_sdp)
+        video = await self._take_offer(offer_sdp)
+        gate_receiver(video[0].receiver, self.gate)  # the first video track feeds the camera
         for transceiver in self.pc.getTransceivers():
             transceiver.direction = "recvonly" if transceiver.kind == "video" else "inactive"
         return await self._answer()
 
+    # -- the FrameGate's sink: this camera, while this session publishes it -----------------
+
+    def watched(self) -> bool:
+        return self.feed.watched()
+
+    def frame_arrived(self, key: bool, decoded: bool) -> None:
+        if self.feed.publisher is self:
+            self.feed.frame_arrived(key, decoded)
+
+    def decoded(self, image: av.VideoFrame) -> None:
+        if self.feed.publisher is self:
+            self.feed.deliver(image, arrived=False)
+
     async def _video(self, track: MediaStreamTrack) -> None:
+        """aiortc's own decoded frames: none once the gate took over its receiver."""
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
@@ -307,6 +376,7 @@ class PublishSession(_PeerSession):
 
     def _ended(self) -> None:
         self._on_end(self)
+        self.gate.close()
         for task in list(self._tasks):
             task.cancel()
 
@@ -352,23 +422,19 @@ class CameraHub:
         self._feeds: dict[str, CameraFeed] = {}
         self._publishers: dict[str, PublishSession] = {}
         self._views: dict[str, ViewSession] = {}
-        self._pullers: list[RtspPuller] = []
+        self._pullers: dict[str, RtspPuller] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # Analytics take frames at analytics_fps, each consumer on its own sampler thread.
         self._samplers = [
             FrameSampler(self._slots, settings.analytics_fps, consumer) for consumer in consumers
         ]
+        self._decoders = DecodePool(settings.decode_threads)
 
     async def __aenter__(self) -> CameraHub:
         self._loop = asyncio.get_running_loop()
         for camera_id, stream in sorted(self._registry.streams.items()):
             if self._owns(camera_id):
-                feed = self.feed(camera_id)
-                feed.transport = "rtsp"
-                puller = RtspPuller(stream.url, feed, self._settings)
-                feed.rtsp_connected = puller.connected
-                self._pullers.append(puller)
-                puller.start()
+                self.start_pull(camera_id, stream.url)
         for sampler in self._samplers:
             sampler.start()
         return self
@@ -379,7 +445,34 @@ class CameraHub:
             await publisher.close()
         for view in list(self._views.values()):
             await view.close()
-        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in self._pullers))
+        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in self._pullers.values()))
+        await asyncio.to_thread(self._decoders.close)
+
+    # -- pulled cameras --------------------------------------------------------------------
+
+    def start_pull(self, camera_id: str, url: str) -> None:
+        """Pull the camera over RTSP from `url` (no-op if it is pulled already); with several
+        nodes, the node that owns it asks when it takes it over."""
+        if camera_id in self._pullers:
+            return
+        feed = self.feed(camera_id)
+        feed.transport = "rtsp"
+        puller = RtspPuller(url, feed, self._settings)
+        feed.rtsp_connected = puller.connected
+        self._pullers[camera_id] = puller
+        puller.start()
+
+    async def stop_pull(self, camera_id: str) -> bool:
+        """Stop pulling the camera (another node took it over); False if it was not pulled."""
+        puller = self._pullers.pop(camera_id, None)
+        if puller is None:
+            return False
+        await asyncio.to_thread(puller.stop)
+        feed = self._feeds.get(camera_id)
+        if feed is not None and feed.transport == "rtsp":
+            feed.transport = None
+            feed.rtsp_connected = None
+        return True
 
     # -- cameras ---------------------------------------------------------------------------
 
@@ -414,7 +507,7 @@ class CameraHub:
         feed = self.feed(camera_id)
         if feed.transport == "rtsp":
             raise BadOffer(f"camera {camera_id!r} is pulled over RTSP; it cannot also push")
-        session = PublishSession(feed, self._publisher_ended)
+        session = PublishSession(feed, self._publisher_ended, self._decoders, self._settings)
         try:
             answer = await session.answer(offer_sdp)
         except BaseException:
@@ -468,6 +561,7 @@ class CameraHub:
         feed = self.feed(camera_id)
         self._admit_viewer(feed)
         feed.joining += 1
+        feed.wake()
         try:
             session = ViewSession(feed, owner, self._view_ended)
             try:
@@ -497,6 +591,7 @@ class CameraHub:
         feed = self.feed(camera_id)
         self._admit_viewer(feed)
         feed.mjpeg_viewers += 1
+        feed.wake()
         released = False
 
         def release() -> None:

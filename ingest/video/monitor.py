@@ -48,7 +48,9 @@ class VideoState(BaseModel):
 
 def health_point(cur: CameraStats, prev: CameraStats | None, dt_s: float, now_ms: int) -> Point:
     """One camera's health from two polls `dt_s` apart (prev None: the first poll)."""
-    if prev is not None and cur.frames_decoded < prev.frames_decoded:
+    if prev is not None and (
+        cur.frames_decoded < prev.frames_decoded or cur.frames_received < prev.frames_received
+    ):
         prev = None  # the worker restarted: its totals began again at zero
 
     def rate(key: str, scale: float = 1.0) -> float:
@@ -58,11 +60,14 @@ def health_point(cur: CameraStats, prev: CameraStats | None, dt_s: float, now_ms
 
     fields: dict[str, Any] = {
         "online": cur.connected and cur.last_frame_ms is not None,
-        "fps": round(rate("frames_decoded"), 3),
+        "fps": round(rate("frames_received"), 3),
+        "decoded_fps": round(rate("frames_decoded"), 3),
+        "key_frames_per_s": round(rate("key_frames_received"), 3),
         "skipped_per_s": round(rate("frames_skipped"), 3),
         "bitrate_kbps": round(rate("bytes_received", 8 / 1000), 1),
         "viewers": cur.viewers,
         "frames_decoded": cur.frames_decoded,
+        "key_frames_only": cur.key_frames_only,
         "reconnects": cur.reconnects,
     }
     if cur.last_frame_ms is not None:
@@ -131,6 +136,11 @@ class CameraMonitor:
         self._prev: dict[str, CameraStats] = {}
         self._prev_at = time.monotonic()
         self.polls = 0
+
+    def expect(self, camera_id: str) -> None:
+        """Watch a camera from now on (several nodes: this one began pulling it)."""
+        device = self._registry.devices[camera_id]
+        self.watch.expect(Source(device.site_id, camera_id), time.time_ns() // 1_000_000)
 
     def latest(self) -> dict[str, CameraStats]:
         """Each camera's figures as of the last poll."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import secrets
@@ -82,7 +83,9 @@ class CameraPool:
             raise ValueError("a camera pool needs at least one worker")
         self._settings = settings
         self._inventory = inventory
-        self._streams = streams
+        # What the workers pull: None, the inventory's; changed by pull() and unpull(), so a
+        # worker that restarts pulls what the pool pulls now.
+        self._streams = None if streams is None else {s.camera_id: s for s in streams}
         self._analytics = analytics
         self._profiles_dir = profiles_dir
         self._evidence_dir = evidence_dir
@@ -123,7 +126,7 @@ class CameraPool:
             key=self._key,
             cameras=self._settings,
             inventory=self._inventory,
-            streams=self._streams,
+            streams=None if self._streams is None else list(self._streams.values()),
             analytics=self._analytics,
             profiles_dir=self._profiles_dir,
             evidence_dir=self._evidence_dir,
@@ -216,6 +219,28 @@ class CameraPool:
             )
         except httpx.TransportError as exc:
             raise WorkerUnavailable(f"camera worker {worker.index} is not answering") from exc
+
+    async def pull(self, stream: Stream) -> None:
+        """Start pulling a camera over RTSP (several nodes: this one took it over). A worker
+        that is down pulls it when it is back."""
+        if self._streams is None:
+            raise RuntimeError("the pool pulls the inventory's streams: give it a list to change")
+        self._streams[stream.camera_id] = stream
+        body = json.dumps({"url": stream.url}).encode()
+        headers = {"Content-Type": "application/json"}
+        with contextlib.suppress(WorkerUnavailable):
+            response = await self.request(
+                stream.camera_id, "POST", f"/pull/{stream.camera_id}", body, headers
+            )
+            response.raise_for_status()
+
+    async def unpull(self, camera_id: str) -> None:
+        """Stop pulling a camera (another node took it over)."""
+        if self._streams is None or self._streams.pop(camera_id, None) is None:
+            return
+        with contextlib.suppress(WorkerUnavailable):
+            response = await self.request(camera_id, "DELETE", f"/pull/{camera_id}")
+            response.raise_for_status()
 
     @contextlib.asynccontextmanager
     async def stream(self, camera_id: str, path: str) -> AsyncIterator[httpx.Response]:

@@ -23,6 +23,19 @@ class CameraStats(BaseModel):
     transport: Transport | None = Field(description="None while nothing feeds the camera.")
     connected: bool = Field(description="A publisher's session or an RTSP pull is up.")
     frames_decoded: int = Field(ge=0)
+    frames_received: int = Field(
+        0,
+        ge=0,
+        description="Frames that arrived: encoded frames put together from RTP (WHIP), "
+        "frames decoded (RTSP). The camera's own frame rate, whatever was decoded.",
+    )
+    key_frames_received: int = Field(0, ge=0, description="Of frames_received: key frames.")
+    frames_not_decoded: int = Field(
+        0, ge=0, description="Of frames_received: skipped by a worker decoding key frames only."
+    )
+    key_frames_only: bool = Field(
+        False, description="Nobody watches: only the key frames analytics need are decoded."
+    )
     frames_skipped: int = Field(ge=0, description="Replaced in the analytics slot unread.")
     bytes_received: int = Field(ge=0)
     packets_received: int | None = Field(ge=0, description="RTP figures: WHIP only.")

@@ -106,6 +106,13 @@ class WorkerSpec(BaseModel):
     log_level: str = "warning"
 
 
+class PullRequest(BaseModel):
+    """Start pulling a camera (several nodes: this one took it over)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=1, description="The camera's RTSP address.")
+
+
 def encode_jpeg(frame: Frame, quality: int) -> bytes:
     ok, data = cv2.imencode(".jpg", frame.bgr(), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -165,6 +172,16 @@ def create_worker_app(spec: WorkerSpec, registry: Registry) -> FastAPI:
     def hub_of(request: Request) -> CameraHub:
         hub: CameraHub = request.app.state.hub
         return hub
+
+    @app.post("/pull/{camera_id}", status_code=204)
+    async def pull(camera_id: str, body: PullRequest, request: Request) -> Response:
+        hub_of(request).start_pull(camera_id, body.url)
+        return Response(status_code=204)
+
+    @app.delete("/pull/{camera_id}", status_code=204)
+    async def unpull(camera_id: str, request: Request) -> Response:
+        await hub_of(request).stop_pull(camera_id)
+        return Response(status_code=204)
 
     @app.post("/{kind}/{camera_id}", status_code=201)
     async def session(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,10 +24,11 @@ import pytest
 from cluster import rendezvous
 from cluster.membership import camera_key
 from config.settings import Settings
-from devices.registry import Registry
+from devices.registry import Registry, load_registry
 from simulators.camera_fleet import CameraFleet, CameraPlan
-from simulators.cameras import pushed_cameras
+from simulators.cameras import pushed_cameras, served_cameras
 from simulators.local_services import Influxd, Mosquitto, free_port
+from simulators.rtsp import RtspCameraServer
 from tests.pg import reset_database
 from tests.support import (
     ROOT,
@@ -43,6 +45,7 @@ from tests.support import (
 )
 
 PARTITIONS = 8
+INVENTORY = ROOT / "config" / "inventory" / "inventory.toml"
 
 
 @pytest.fixture
@@ -57,6 +60,7 @@ class Node:
     def __init__(
         self, settings: Settings, node_id: str, store_url: str, workdir: Path, workers: int
     ) -> None:
+        """`settings` gives the broker, InfluxDB and inventory every node shares."""
         self.node_id = node_id
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -72,6 +76,7 @@ class Node:
                 "MINGLIANG_ALERTS__STORE_URL": store_url,
                 "MINGLIANG_API__PORT": str(self.port),
                 "MINGLIANG_PATHS__DATA_DIR": str(workdir / node_id),
+                "MINGLIANG_PATHS__INVENTORY": str(settings.inventory_path),
                 "MINGLIANG_CAMERAS__WORKERS": str(workers),
                 "MINGLIANG_CAMERAS__HEALTH_EVERY_S": "1",
                 "MINGLIANG_CLUSTER__NODE_ID": node_id,
@@ -189,25 +194,45 @@ def spread_cameras(registry: Registry, names: list[str], count: int) -> list[str
     return cameras
 
 
+def inventory_with_local_streams(workdir: Path, port: int) -> Path:
+    """The district inventory with its RTSP street cameras on a free local port."""
+    folder = workdir / "inventory"
+    shutil.copytree(INVENTORY.parent, folder)
+    streams = (folder / "streams.csv").read_text().replace(":8554/", f":{port}/")
+    (folder / "streams.csv").write_text(streams)
+    return folder / INVENTORY.name
+
+
 def test_killing_a_node_moves_its_cameras_and_partitions_and_loses_no_telemetry(
     tmp_path: Path, broker: Mosquitto, influxd: Influxd, store_url: str, registry: Registry
 ) -> None:
+    rtsp_port = free_port()
     settings = make_settings(
         tmp_path / "data",
         broker,
         influxd,
         influx={"database": unique("nodes")},
         alerts={"store_url": store_url},
+        paths={"inventory": str(inventory_with_local_streams(tmp_path, rtsp_port))},
     )
+    pulled = served_cameras(load_registry(settings.inventory_path), rtsp_port)
+    assert pulled, "the inventory pulls no camera from this machine"
     token = make_token(settings)
     fridges = sorted(
         (d.site_id, d.device_id) for d in registry.devices.values() if d.type == "fridge"
     )[:64]
-    cameras = spread_cameras(registry, ["east", "west"], 4)
-    camera_tokens = {camera: make_camera_token(settings, camera) for camera in cameras}
-    plans = [CameraPlan.for_device(registry.devices[c]) for c in cameras]
+    pushed = spread_cameras(registry, ["east", "west"], 4)
+    camera_tokens = {camera: make_camera_token(settings, camera) for camera in pushed}
+    plans = [CameraPlan.for_device(registry.devices[c]) for c in pushed]
+    cameras = pushed + sorted(pulled)
     nodes = cluster(settings, store_url, tmp_path, "east", "west", workers=1)
-    with nodes as (east, west), LoopThread() as peers, contextlib.ExitStack() as stack:
+    rtsp = RtspCameraServer(pulled, port=rtsp_port, width=320, height=180, fps=5.0)
+    with (
+        rtsp,
+        nodes as (east, west),
+        LoopThread() as peers,
+        contextlib.ExitStack() as stack,
+    ):
         for node in (east, west):
             wait_until(lambda n=node: n.members() == ["east", "west"], 60, "both nodes joined")
         split = wait_until(
@@ -223,6 +248,7 @@ def test_killing_a_node_moves_its_cameras_and_partitions_and_loses_no_telemetry(
         assert split and split[0] and split[1], split
 
         # Cameras offer to the first node; the one that does not own a camera redirects it.
+        # Pulled cameras are pulled by the node that owns them, and by no other.
         async def start() -> tuple[CameraFleet, asyncio.Event]:
             fleet = CameraFleet(
                 [east.url, west.url], camera_tokens, plans, width=320, height=180, fps=5.0
@@ -261,7 +287,7 @@ def test_killing_a_node_moves_its_cameras_and_partitions_and_loses_no_telemetry(
             stack.callback(reader.close)
         device = Publisher(broker)
         stack.callback(device.close)
-        camera = cameras[0]
+        camera = pushed[0]
         site = registry.devices[camera].site_id
         device.publish(f"v1/sites/{site}/devices/{camera}/events", {"kind": "smoking"})
         device.flush()

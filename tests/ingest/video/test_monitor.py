@@ -17,6 +17,7 @@ def stats(**over: Any) -> CameraStats:
         "transport": "whip",
         "connected": True,
         "frames_decoded": 100,
+        "frames_received": 100,
         "frames_skipped": 60,
         "bytes_received": 1_000_000,
         "packets_received": 900,
@@ -34,7 +35,9 @@ def stats(**over: Any) -> CameraStats:
 
 def test_rates_come_from_the_difference_of_two_polls() -> None:
     prev = stats()
-    cur = stats(frames_decoded=125, frames_skipped=75, bytes_received=1_250_000)
+    cur = stats(
+        frames_decoded=125, frames_received=125, frames_skipped=75, bytes_received=1_250_000
+    )
     point = health_point(cur, prev, 5.0, 10_000)
     assert point.measurement == CAMERA_HEALTH
     assert point.tags == {
@@ -44,6 +47,7 @@ def test_rates_come_from_the_difference_of_two_polls() -> None:
     }
     f = point.fields
     assert f["fps"] == 5.0 and f["skipped_per_s"] == 3.0 and f["bitrate_kbps"] == 400.0
+    assert f["decoded_fps"] == 5.0 and f["key_frames_only"] is False
     assert f["online"] is True and f["last_frame_age_s"] == 0.2
     assert (f["width"], f["height"], f["packets_lost"], f["jitter_ms"]) == (640, 360, 3, 1.25)
     assert point.ts_ns == 10_000 * 1_000_000
@@ -52,6 +56,21 @@ def test_rates_come_from_the_difference_of_two_polls() -> None:
         "camera_health,camera_id=kitchen-0001-cam-1,site_id=kitchen-0001,transport=whip "
     )
     assert "fps=5.0," in line and "width=640i," in line  # rates float, counts integer
+
+
+def test_fps_is_the_camera_rate_when_only_key_frames_are_decoded() -> None:
+    """Nobody watches: 25 frames arrived in 5 s, 10 of them decoded (key frames)."""
+    prev = stats(key_frames_only=True)
+    cur = stats(
+        frames_received=125,
+        frames_decoded=110,
+        key_frames_received=10,
+        frames_not_decoded=15,
+        key_frames_only=True,
+    )
+    f = health_point(cur, prev, 5.0, 10_000).fields
+    assert (f["fps"], f["decoded_fps"], f["key_frames_only"]) == (5.0, 2.0, True)
+    assert f["key_frames_per_s"] == 2.0
 
 
 def test_a_restarted_worker_does_not_give_negative_rates() -> None:
