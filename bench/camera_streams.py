@@ -92,6 +92,12 @@ def cpu_split(service: int, workers: list[int]) -> dict[str, float]:
     }
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    with open(f"/proc/{pid}/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def children(pid: int) -> list[int]:
     found: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -258,6 +264,7 @@ async def ingest_round(
         started = time.monotonic()
         await asyncio.sleep(seconds)  # the measured window
         after = cpu_split(pids[0], pids[1:])
+        rss_mib = {pid: rss_bytes(pid) / 2**20 for pid in pids}
         split = {k: after[k] - before[k] for k in after}
         cpu = sum(split.values())
         elapsed = time.monotonic() - started
@@ -300,6 +307,11 @@ async def ingest_round(
         f"         frames per stream-second: arrived {fps:.2f} (key frames {key_fps:.2f}), "
         f"decoded {decoded_fps:.2f}, analysed {analysed:.2f}"
         + ("   (key frames asked for: live bit rate above the camera's own)" if key_frames else "")
+    )
+    workers_mib = sum(rss_mib[pid] for pid in pids[1:])
+    print(
+        f"         resident memory: API process {rss_mib[pids[0]]:.0f} MiB, "
+        f"camera workers {workers_mib:.0f} MiB ({workers_mib / len(cameras):.1f} MiB a stream)"
     )
     return len(cameras) * elapsed / cpu, bitrate
 
