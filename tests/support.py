@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -64,6 +65,17 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, every: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)  # polling interval of a condition, not a stand-in for synchronisation
+
+
+def inventory_with_local_streams(workdir: Path, port: int) -> Path:
+    """A copy of the district inventory whose RTSP cameras are pulled from this machine's
+    `port` (a test's RTSP server) instead of the inventory's."""
+    inventory = ROOT / "config" / "inventory" / "inventory.toml"
+    folder = workdir / "inventory"
+    shutil.copytree(inventory.parent, folder)
+    streams = (folder / "streams.csv").read_text().replace(":8554/", f":{port}/")
+    (folder / "streams.csv").write_text(streams)
+    return folder / inventory.name
 
 
 def make_settings(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from tests.support import (
     SseReader,
     bearer,
     count,
+    inventory_with_local_streams,
     make_camera_token,
     make_settings,
     make_token,
@@ -45,7 +45,6 @@ from tests.support import (
 )
 
 PARTITIONS = 8
-INVENTORY = ROOT / "config" / "inventory" / "inventory.toml"
 
 
 @pytest.fixture
@@ -192,15 +191,6 @@ def spread_cameras(registry: Registry, names: list[str], count: int) -> list[str
     owners = {rendezvous.owner(camera_key(c), names) for c in cameras}
     assert owners == set(names), f"all {count} cameras on {owners}: pick others"
     return cameras
-
-
-def inventory_with_local_streams(workdir: Path, port: int) -> Path:
-    """The district inventory with its RTSP street cameras on a free local port."""
-    folder = workdir / "inventory"
-    shutil.copytree(INVENTORY.parent, folder)
-    streams = (folder / "streams.csv").read_text().replace(":8554/", f":{port}/")
-    (folder / "streams.csv").write_text(streams)
-    return folder / INVENTORY.name
 
 
 def test_killing_a_node_moves_its_cameras_and_partitions_and_loses_no_telemetry(

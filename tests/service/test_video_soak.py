@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -36,9 +35,9 @@ from simulators.camera_fleet import CameraFleet, CameraPlan
 from simulators.cameras import pushed_cameras, served_cameras
 from simulators.local_services import Influxd, Mosquitto, free_port, stop_process
 from simulators.rtsp import RtspCameraServer
-from tests.conftest import INVENTORY
 from tests.support import (
     LoopThread,
+    inventory_with_local_streams,
     make_camera_token,
     make_settings,
     make_token,
@@ -103,11 +102,7 @@ def rtsp_port() -> int:
 @pytest.fixture
 def inventory(tmp_path: Path, rtsp_port: int) -> Path:
     """The district inventory with its four RTSP street cameras on a free local port."""
-    folder = tmp_path / "inventory"
-    shutil.copytree(INVENTORY.parent, folder)
-    streams = (folder / "streams.csv").read_text().replace(":8554/", f":{rtsp_port}/")
-    (folder / "streams.csv").write_text(streams)
-    return folder / INVENTORY.name
+    return inventory_with_local_streams(tmp_path, rtsp_port)
 
 
 @pytest.fixture
