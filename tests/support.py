@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -342,3 +342,18 @@ class SseReader:
 
     def close(self) -> None:
         self._stop.set()
+
+
+@contextlib.asynccontextmanager
+async def in_background(
+    work: Coroutine[Any, Any, None], *ending: type[BaseException]
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Run a loop's body as a task for the block; cancel it after, letting it end with one of
+    the `ending` errors (a loop that lost its connection)."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *ending):
+            await task

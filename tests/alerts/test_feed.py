@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -19,7 +19,7 @@ from alerts.store.db import listen_conninfo
 from analytics.events import Raise, Severity, Source
 from analytics.lifecycle import Action
 from tests.pg import reset_database
-from tests.support import wait_until
+from tests.support import in_background, wait_until
 
 T0 = 1_700_000_000_000
 
@@ -40,15 +40,8 @@ def stores(store_url: str) -> Iterator[tuple[AlertStore, AlertStore]]:
         b.close()
 
 
-@contextlib.asynccontextmanager
-async def following(feed: ChangeFeed) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(feed.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, DatabaseUnavailable):
-            await task
+def following(feed: ChangeFeed) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+    return in_background(feed.run(), DatabaseUnavailable)
 
 
 def test_a_change_on_one_node_wakes_the_followers_of_the_other(

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from cluster.membership import ClusterError, Member, Membership, NodeIdInUse, conninfo
 from tests.pg import reset_database
-from tests.support import ROOT
+from tests.support import ROOT, in_background
 
 HEARTBEAT_S = 0.2
 
@@ -33,15 +33,8 @@ def member(name: str) -> Member:
     return Member(name, f"http://127.0.0.1/{name}")
 
 
-@contextlib.asynccontextmanager
-async def running(membership: Membership) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(membership.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ClusterError):
-            await task
+def running(membership: Membership) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+    return in_background(membership.run(), ClusterError)
 
 
 def names(membership: Membership) -> list[str]:

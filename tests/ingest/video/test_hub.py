@@ -54,6 +54,28 @@ async def offer_from(pc: RTCPeerConnection) -> str:
     return str(pc.localDescription.sdp)
 
 
+async def watching(
+    hub: CameraHub, camera: str = CAMERA
+) -> tuple[RTCPeerConnection, asyncio.Queue[av.VideoFrame], list[asyncio.Future[None]]]:
+    """A WHEP viewer of `camera`: its peer, the frames it receives, and the tasks pulling them."""
+    viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    viewer.addTransceiver("video", direction="recvonly")
+    received: asyncio.Queue[av.VideoFrame] = asyncio.Queue()
+    pulls: list[asyncio.Future[None]] = []
+
+    @viewer.on("track")
+    def _on_track(track: MediaStreamTrack) -> None:
+        async def pull() -> None:
+            while True:
+                received.put_nowait(await track.recv())
+
+        pulls.append(asyncio.ensure_future(pull()))
+
+    _, view_answer = await hub.view(camera, await offer_from(viewer), "token:tester")
+    await viewer.setRemoteDescription(RTCSessionDescription(view_answer, "answer"))
+    return viewer, received, pulls
+
+
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 60))
 
@@ -122,21 +144,7 @@ def test_whep_viewer_receives_decoded_frames(
         async with CameraHub(cameras_settings, pushed_only) as hub:
             pc = await publishing(hub)
 
-            viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            viewer.addTransceiver("video", direction="recvonly")
-            received: asyncio.Queue[av.VideoFrame] = asyncio.Queue()
-            pulls: list[asyncio.Future[None]] = []
-
-            @viewer.on("track")
-            def _on_track(track: MediaStreamTrack) -> None:
-                async def pull() -> None:
-                    while True:
-                        received.put_nowait(await track.recv())
-
-                pulls.append(asyncio.ensure_future(pull()))
-
-            _, view_answer = await hub.view(CAMERA, await offer_from(viewer), "token:tester")
-            await viewer.setRemoteDescription(RTCSessionDescription(view_answer, "answer"))
+            viewer, received, _ = await watching(hub)
             frames = [await asyncio.wait_for(received.get(), 20) for _ in range(3)]
             assert all((f.width, f.height) == (320, 180) for f in frames)
 

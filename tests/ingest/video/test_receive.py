@@ -10,7 +10,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rate import RateCounter
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -28,7 +28,7 @@ from ingest.video.receive import (
     is_key_frame,
 )
 from ingest.video.stats import CameraStats
-from tests.ingest.video.test_hub import CAMERA, offer_from, publisher, run, until
+from tests.ingest.video.test_hub import CAMERA, offer_from, publisher, run, until, watching
 
 
 @pytest.fixture
@@ -322,21 +322,7 @@ def test_nobody_watching_analytics_still_get_their_frames_and_a_viewer_every_fra
             await until(lambda: len(taken) >= analysed + 4, 30, "analytics' next frames")
             assert len({f.seq for f in taken}) == len(taken)  # each frame taken once
 
-            viewer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            viewer.addTransceiver("video", direction="recvonly")
-            received: asyncio.Queue[av.VideoFrame] = asyncio.Queue()
-            pulls: list[asyncio.Future[None]] = []
-
-            @viewer.on("track")
-            def _on_track(track: MediaStreamTrack) -> None:
-                async def pull() -> None:
-                    while True:
-                        received.put_nowait(await track.recv())
-
-                pulls.append(asyncio.ensure_future(pull()))
-
-            _, view_answer = await hub.view(CAMERA, await offer_from(viewer), "token:tester")
-            await viewer.setRemoteDescription(RTCSessionDescription(view_answer, "answer"))
+            viewer, received, pulls = await watching(hub)
             await asyncio.wait_for(received.get(), 20)
             watched = await until_stats(
                 lambda s: not s.key_frames_only and s.frames_decoded > unwatched.frames_decoded,
