@@ -23,7 +23,7 @@ from analytics.video.profile import CameraProfile
 from api.auth import Caller, iso_ms, require_site
 from api.body import BodyTooLarge, read_capped
 from api.state import AppState, app_state
-from cluster.membership import camera_key
+from cluster.membership import Member, camera_key
 from devices.models import CAMERA_TYPES, Device
 from devices.tokens import Principal, Refusal, Refused
 from ingest.video.hub import ANY_OWNER
@@ -55,15 +55,21 @@ def _pool(state: AppState) -> CameraPool:
     return state.cameras
 
 
+def _served_elsewhere(state: AppState, camera_id: str) -> Member | None:
+    """With several nodes, the node that serves the camera, when it is not this one."""
+    cluster = state.cluster
+    if cluster is None or not cluster.clustered:
+        return None
+    owner = cluster.owner(camera_key(camera_id))
+    return None if owner == cluster.me else owner
+
+
 def _to_owner(state: AppState, kind: str, camera_id: str) -> None:
     """With several nodes, each camera's media goes to one (its owner among the live members):
     a request for a camera owned elsewhere gets 307 to the owner's endpoint (RFC 9725 section
     4.5), which the camera or viewer follows with the same offer."""
-    cluster = state.cluster
-    if cluster is None or not cluster.clustered:
-        return
-    owner = cluster.owner(camera_key(camera_id))
-    if owner != cluster.me:
+    owner = _served_elsewhere(state, camera_id)
+    if owner is not None:
         location = f"{owner.api_url.rstrip('/')}/{kind}/{camera_id}"
         raise HTTPException(
             307, f"camera {camera_id!r} is served by node {owner.node_id}", {"Location": location}
@@ -85,11 +91,8 @@ async def _at_owner(
     node serves is passed to that node with the caller's own credentials, which every node
     checks against the same store, and its answer passed back: a browser's session cookie does
     not follow a redirect to another origin. None when this node serves the camera."""
-    cluster = state.cluster
-    if cluster is None or not cluster.clustered:
-        return None
-    owner = cluster.owner(camera_key(camera_id))
-    if owner == cluster.me:
+    owner = _served_elsewhere(state, camera_id)
+    if owner is None:
         return None
     if request.headers.get(FORWARDED_BY):
         # The two nodes disagree on the members for a heartbeat or two: never ping-pong.
@@ -97,7 +100,8 @@ async def _at_owner(
             503, f"nodes disagree on who serves {camera_id!r}; retry", {"Retry-After": "2"}
         )
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-    headers[FORWARDED_BY] = cluster.me.node_id
+    assert state.cluster is not None  # served elsewhere: there are several nodes
+    headers[FORWARDED_BY] = state.cluster.me.node_id
     url = owner.api_url.rstrip("/") + request.url.path
     client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
     try:

@@ -84,11 +84,15 @@ class Member:
     api_url: str
 
 
+# The claim of cameras pulled over RTSP; its keys are camera ids (claims.Claim.owner_key).
+CAMERA_CLAIM: Final = "camera"
+
+
 def camera_key(camera_id: str) -> str:
     """What a camera's owner is taken over: its media goes to one node (api/video.py). The
-    same as a claim named "camera" keys it (claims.Claim.owner_key), so the node that pulls
-    a camera over RTSP is the one requests for it are sent to."""
-    return f"camera:{camera_id}"
+    same key the claim of pulled cameras uses, so the node that pulls a camera over RTSP is
+    the one requests for it are sent to."""
+    return f"{CAMERA_CLAIM}:{camera_id}"
 
 
 def seat_of(node_id: str) -> int:

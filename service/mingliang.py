@@ -38,7 +38,7 @@ from api import alerts, console, directory, errors, health, rejections, session,
 from api import audit as audit_api
 from api.state import AppState
 from cluster.claims import Claim
-from cluster.membership import ClusterError, Member, Membership, camera_key
+from cluster.membership import CAMERA_CLAIM, ClusterError, Member, Membership, camera_key
 from config.settings import Settings
 from devices.registry import Registry
 from devices.sessions import SessionStore
@@ -65,8 +65,6 @@ EXPECTED_FAILURES = (
 )
 # The key whose owner among the cluster's members relays alert changes to MQTT.
 RELAY_KEY = "alert-relay"
-# Claims of cameras are keyed like camera ownership (cluster.membership.camera_key).
-CAMERA_CLAIM = "camera"
 # Longest wait for a partition's messages and rule progress to be stored when handing it over.
 HANDOVER_S = 30.0
 
@@ -291,7 +289,7 @@ class Mingliang:
 
         def start(camera_id: str) -> None:
             asyncio.run_coroutine_threadsafe(pool.pull(streams[camera_id]), loop).result(30)
-            monitor.expect(camera_id)
+            loop.call_soon_threadsafe(monitor.expect, camera_id)  # the monitor lives on the loop
 
         def stop(camera_id: str) -> None:
             asyncio.run_coroutine_threadsafe(pool.unpull(camera_id), loop).result(30)

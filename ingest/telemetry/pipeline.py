@@ -263,24 +263,33 @@ class IngestService:
         self, mqtt: MqttSettings, link: int, topics: Sequence[str] = (SUBSCRIPTION,)
     ) -> MqttCollector:
         def connection(up: bool) -> None:
-            self.metrics.mqtt_connected.set(int(up))
+            with self._links:
+                collectors = list(self._collectors.values())
+            # Connected means every connection ingest has: one down is messages not taken.
+            self.metrics.mqtt_connected.set(int(up and all(c.connected for c in collectors)))
             self._on_connection(up, link)
 
         return MqttCollector(mqtt, self._on_message, connection, topics=topics, link=link)
 
     def _ack(self, acks: Sequence[Ack]) -> int:
-        """Acknowledge on the connection each message came in on (writer thread)."""
+        """Acknowledge on the connection each message came in on (writer thread). The acks go
+        out before the messages stop counting as taken, so a partition handed over is drained
+        only once its broker has them; never under our lock, which paho's thread takes."""
         by_link: dict[int, list[Ack]] = {}
         for ack in acks:
             by_link.setdefault(ack.link, []).append(ack)
-        sent = 0
         with self._links:
-            for link, items in by_link.items():
-                collector = self._collectors.get(link)
-                if collector is not None:
-                    sent += collector.ack(items)
-                self._inflight[link] -= len(items)
-            self._links.notify_all()
+            collectors = {link: self._collectors.get(link) for link in by_link}
+        sent = sum(
+            collector.ack(by_link[link])
+            for link, collector in collectors.items()
+            if collector is not None
+        )
+        if self._partitions is not None:
+            with self._links:
+                for link, items in by_link.items():
+                    self._inflight[link] -= len(items)
+                self._links.notify_all()
         return sent
 
     def write_points(self, lines: list[str]) -> None:
@@ -316,7 +325,7 @@ class IngestService:
     # -- the paho thread -------------------------------------------------------------------
 
     def _on_message(self, msg: MqttMessage) -> None:
-        if msg.ack is not None:
+        if self._partitions is not None and msg.ack is not None:
             with self._links:
                 if msg.ack.link in self._closing:
                     return  # being handed over: the next owner gets it from the broker
