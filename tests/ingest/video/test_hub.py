@@ -85,12 +85,6 @@ def cameras_settings() -> CamerasSettings:
     return load_settings({}, cameras={"viewers_per_camera": 1}).cameras
 
 
-@pytest.fixture
-def pushed_only(registry: Registry) -> Registry:
-    """The inventory without its RTSP cameras: these tests push everything."""
-    return registry.with_streams([])
-
-
 def publisher(codec: str, fps: float = 10.0) -> tuple[RTCPeerConnection, SceneTrack]:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     track = SceneTrack(pattern, fps)

@@ -30,13 +30,6 @@ from ingest.video.receive import (
 from ingest.video.stats import CameraStats
 from tests.ingest.video.test_hub import CAMERA, offer_from, publisher, run, until, watching
 
-
-@pytest.fixture
-def pushed_only(registry: Registry) -> Registry:
-    """The inventory without its RTSP cameras: these tests push everything."""
-    return registry.with_streams([])
-
-
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
 KEY = b"\x00" + bytes(9)  # a VP8 frame tag with the P bit clear: a key frame
 INTER = b"\x01" + bytes(9)
@@ -291,7 +284,12 @@ def test_nobody_watching_analytics_still_get_their_frames_and_a_viewer_every_fra
 ) -> None:
     """10 fps in, analytics at 2: key frames only, until a WHEP viewer joins."""
     settings = load_settings(
-        {}, cameras={"analytics_fps": 2.0, "unwatched_decode": "key_frames"}
+        {},
+        cameras={
+            "analytics_fps": 2.0,
+            "unwatched_decode": "key_frames",
+            "webrtc_receiver": "aiortc",
+        },
     ).cameras
     taken: list[Frame] = []
 
