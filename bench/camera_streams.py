@@ -3,7 +3,7 @@
     python bench/camera_streams.py [--streams 8] [--seconds 60] [--rounds 3]
                                    [--mmap-threshold BYTES] [--trim-every S] [--no-analytics]
                                    [--key-frames] [--decode-threads N] [--fps 5]
-                                   [--bitrate KBITS] [--receiver gstreamer|aiortc]
+                                   [--bitrate KBITS]
 
 Starts its own Mosquitto and InfluxDB on free ports and the real service
 (`python -m api serve`, one camera worker). Each round, twice over the same scenes (the
@@ -13,8 +13,7 @@ simulator's kitchen scenes, 640x360, 5 fps, VP8 as aiortc encodes it):
                service uses (libvpx through PyAV); CPU time of this process while decoding;
   * ingest:    the same number of simulated cameras publish over WHIP to the service for
                --seconds; CPU time of the service process and its worker over that window
-               (WebRTC, SRTP, jitter buffer, decode, latest-frame slots, health to InfluxDB),
-               received by GStreamer's webrtcbin or by aiortc (--receiver).
+               (WebRTC, SRTP, jitter buffer, decode, latest-frame slots, health to InfluxDB).
                The publishers run in this process and are not counted.
 
 Nobody watches the cameras. The workers decode every frame, unless --key-frames
@@ -180,10 +179,8 @@ def service_env(
     analytics: bool = True,
     key_frames: bool = False,
     decode_threads: int | None = None,
-    receiver: str = "gstreamer",
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINGLIANG_")}
-    env["MINGLIANG_CAMERAS__WEBRTC_RECEIVER"] = receiver
     if key_frames:
         env["MINGLIANG_CAMERAS__UNWATCHED_DECODE"] = "key_frames"
     if decode_threads is not None:
@@ -342,19 +339,11 @@ def main() -> int:
         help="decode only the key frames analytics need (cameras.unwatched_decode)",
     )
     parser.add_argument("--decode-threads", type=int, help="the workers' cameras.decode_threads")
-    parser.add_argument(
-        "--receiver",
-        choices=["gstreamer", "aiortc"],
-        help="the workers' cameras.webrtc_receiver (default gstreamer; aiortc with --key-frames)",
-    )
     parser.add_argument("--fps", type=float, default=FPS, help="the cameras' frame rate")
     parser.add_argument(
         "--bitrate", type=int, help="pin the cameras' encoder target (kbit/s), not REMB's"
     )
     args = parser.parse_args()
-    receiver = args.receiver or ("aiortc" if args.key_frames else "gstreamer")
-    if args.key_frames and receiver != "aiortc":
-        parser.error("--key-frames needs --receiver aiortc")
     FPS = args.fps
     if args.bitrate is not None:  # the publishers run in this process: pin their encoders
         vpx.DEFAULT_BITRATE = vpx.MIN_BITRATE = vpx.MAX_BITRATE = args.bitrate * 1000
@@ -381,7 +370,6 @@ def main() -> int:
                     not args.no_analytics,
                     args.key_frames,
                     args.decode_threads,
-                    receiver,
                 ),
                 cwd=ROOT,
                 stdout=log,
@@ -420,7 +408,7 @@ def main() -> int:
     print(
         f"median:  decode only {b:6.1f} streams/core   ingest {i:6.1f} streams/core   "
         f"ratio {i / b:.3f}   ({WIDTH}x{HEIGHT}, {FPS:g} fps, {len(cameras)} streams, "
-        f"{args.seconds:.0f} s per round, {receiver} receiver)"
+        f"{args.seconds:.0f} s per round)"
     )
     return 0
 

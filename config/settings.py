@@ -385,17 +385,9 @@ class CamerasSettings(_Section):
         "analytics_fps: a quarter less CPU at 15 fps, but about twice the bit rate (key "
         "frames are large), docs/video.md. Live viewers always get every frame.",
     )
-    webrtc_receiver: Literal["gstreamer", "aiortc"] = Field(
-        "gstreamer",
-        description="What receives pushing cameras' WebRTC in a worker. gstreamer: "
-        "GStreamer's webrtcbin, everything from ICE to the decoder in C, about twice the "
-        "cameras per core (docs/capacity.md). aiortc: aiortc in Python with FrameGate, "
-        "needed for unwatched_decode = key_frames. Viewers (WHEP) are served by aiortc either way.",
-    )
     decode_threads: int = Field(
         2,
-        description="Decoder threads of a worker process, shared by its pushing cameras "
-        "(webrtc_receiver = aiortc; GStreamer decodes each camera on a thread of its own).",
+        description="Decoder threads of a worker process, shared by its pushing cameras.",
         ge=1,
         le=64,
     )
@@ -447,16 +439,6 @@ class CamerasSettings(_Section):
         ge=0,
         le=3600,
     )
-
-    @model_validator(mode="after")
-    def _key_frames_need_aiortc(self) -> CamerasSettings:
-        if self.unwatched_decode == "key_frames" and self.webrtc_receiver != "aiortc":
-            raise ValueError(
-                "unwatched_decode = 'key_frames' needs webrtc_receiver = 'aiortc' "
-                f"(webrtc_receiver is {self.webrtc_receiver!r}): GStreamer's receiver decodes "
-                "every frame"
-            )
-        return self
 
 
 class EvidenceSettings(_Section):

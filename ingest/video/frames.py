@@ -15,32 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import av
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 Luma = npt.NDArray[np.uint8]
 _PLANAR_LUMA = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "nv12", "gray"})
-
-
-class Picture(Protocol):
-    """A decoded I420 picture (even width and height) still in its decoder's buffer, copied
-    out only when someone looks at it: most frames are replaced in their slot unread."""
-
-    @property
-    def width(self) -> int: ...
-
-    @property
-    def height(self) -> int: ...
-
-    def i420(self) -> npt.NDArray[np.uint8]:
-        """The picture as one (height * 3 / 2, width) array: Y, then U, then V."""
-
-    def video_frame(self) -> av.VideoFrame:
-        """The picture as a PyAV frame (WHEP viewers, evidence)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,51 +31,32 @@ class Frame:
     camera_id: str
     seq: int  # 1 for the camera's first frame since the worker started, then +1 per frame
     received_ns: int  # wall clock when it was decoded
-    source: av.VideoFrame | Picture
-
-    @property
-    def image(self) -> av.VideoFrame:
-        source = self.source
-        return source if isinstance(source, av.VideoFrame) else source.video_frame()
+    image: av.VideoFrame
 
     @property
     def width(self) -> int:
-        return int(self.source.width)
+        return int(self.image.width)
 
     @property
     def height(self) -> int:
-        return int(self.source.height)
+        return int(self.image.height)
 
     def plane(self, index: int) -> Luma:
         """One plane of a planar frame as a (height, width) view of the decoder's buffer."""
-        source = self.source
-        if not isinstance(source, av.VideoFrame):
-            width, height = source.width, source.height
-            flat = source.i420().reshape(-1)
-            if index == 0:
-                return flat[: width * height].reshape(height, width)
-            size = (width // 2) * (height // 2)
-            start = width * height + (index - 1) * size
-            return flat[start : start + size].reshape(height // 2, width // 2)
-        plane = source.planes[index]
+        plane = self.image.planes[index]
         rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
         return rows[: plane.height, : plane.width]
 
     def luma(self) -> Luma:
         """The Y plane as a (height, width) array: no conversion for planar YUV frames."""
-        source = self.source
-        if not isinstance(source, av.VideoFrame):
-            return self.plane(0)
-        if source.format.name in _PLANAR_LUMA:
-            return self.plane(0)[: source.height, : source.width]
-        return np.asarray(source.to_ndarray(format="gray"), np.uint8)
+        image = self.image
+        if image.format.name in _PLANAR_LUMA:
+            return self.plane(0)[: image.height, : image.width]
+        return np.asarray(image.to_ndarray(format="gray"), np.uint8)
 
     def bgr(self) -> npt.NDArray[np.uint8]:
         """A (height, width, 3) BGR copy, for detectors that need colour."""
-        source = self.source
-        if not isinstance(source, av.VideoFrame):
-            return np.asarray(cv2.cvtColor(source.i420(), cv2.COLOR_YUV2BGR_I420), np.uint8)
-        return np.asarray(source.to_ndarray(format="bgr24"), np.uint8)
+        return np.asarray(self.image.to_ndarray(format="bgr24"), np.uint8)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,6 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
 
 import av
 from aiortc import (
@@ -43,8 +42,7 @@ from aiortc.stats import RTCInboundRtpStreamStats, RTCTransportStats
 from config.settings import CamerasSettings
 from devices.models import CAMERA_TYPES
 from devices.registry import Registry
-from ingest.video.frames import Frame, FrameSlot, Picture
-from ingest.video.gst_receiver import GstOfferError, GstPublishSession
+from ingest.video.frames import Frame, FrameSlot
 from ingest.video.receive import DecodePool, FrameGate, gate_receiver
 from ingest.video.rtsp import RtspPuller
 from ingest.video.sampler import FrameConsumer, FrameSampler
@@ -90,28 +88,6 @@ ANY_OWNER = "*"  # an administrator: may end any viewer's session
 
 # Bytes received on the transport, RTP packets received and lost, jitter in ms.
 TransportFigures = tuple[int, int | None, int | None, float | None]
-
-
-class Publisher(Protocol):
-    """A WHIP session feeding a camera: aiortc's (PublishSession) or GStreamer's."""
-
-    id: str
-    camera_id: str
-
-    @property
-    def key_frames_only(self) -> bool:
-        """Decoding key frames only, as of the newest frame."""
-
-    def key_wanted(self) -> None:
-        """Analytics took the newest frame, or a viewer joins (event loop)."""
-
-    def key_wanted_threadsafe(self) -> None: ...
-
-    async def answer(self, offer_sdp: str) -> str: ...
-
-    async def transport_stats(self) -> TransportFigures: ...
-
-    async def close(self) -> None: ...
 
 
 class ViewerTrack(MediaStreamTrack):
@@ -176,11 +152,9 @@ class CameraFeed:
         # Set by the WHIP session feeding the camera: its transport's figures.
         self.transport_stats: Callable[[], Awaitable[TransportFigures]] | None = None
         self.rtsp_connected: Callable[[], bool] | None = None
-        self.publisher: Publisher | None = None
+        self.publisher: PublishSession | None = None
 
-    def deliver(
-        self, image: av.VideoFrame | Picture, nbytes: int = 0, arrived: bool = True
-    ) -> None:
+    def deliver(self, image: av.VideoFrame, nbytes: int = 0, arrived: bool = True) -> None:
         """A decoded frame of this camera; callable from any thread. `arrived` False: its
         arrival was counted already (frame_arrived)."""
         now = time.time_ns()
@@ -212,13 +186,13 @@ class CameraFeed:
     def wake(self) -> None:
         """A viewer joins: a publisher decoding key frames only sends one now (event loop)."""
         if self.publisher is not None:
-            self.publisher.key_wanted()
+            self.publisher.gate.key_wanted()
 
     def _taken(self) -> None:
         """Analytics took the newest frame (their thread): key frames only? Ask for the next."""
         publisher = self.publisher
         if publisher is not None:
-            publisher.key_wanted_threadsafe()
+            publisher.gate.key_wanted_threadsafe()
 
     def _fan_out(self) -> None:
         self._fanout_pending = False
@@ -254,7 +228,7 @@ class CameraFeed:
             frames_received=arrived,
             key_frames_received=keys,
             frames_not_decoded=not_decoded,
-            key_frames_only=publisher is not None and publisher.key_frames_only,
+            key_frames_only=publisher is not None and publisher.gate.sparse,
             frames_skipped=self.slot.counts().skipped,
             bytes_received=nbytes + extra_bytes,
             packets_received=packets,
@@ -292,7 +266,6 @@ class _PeerSession:
     def __init__(self, feed: CameraFeed) -> None:
         self.id = secrets.token_urlsafe(12)
         self.feed = feed
-        self.camera_id = feed.camera_id
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._closed = False
 
@@ -363,16 +336,6 @@ class PublishSession(_PeerSession):
         for transceiver in self.pc.getTransceivers():
             transceiver.direction = "recvonly" if transceiver.kind == "video" else "inactive"
         return await self._answer()
-
-    @property
-    def key_frames_only(self) -> bool:
-        return self.gate.sparse
-
-    def key_wanted(self) -> None:
-        self.gate.key_wanted()
-
-    def key_wanted_threadsafe(self) -> None:
-        self.gate.key_wanted_threadsafe()
 
     # -- the FrameGate's sink: this camera, while this session publishes it -----------------
 
@@ -457,7 +420,7 @@ class CameraHub:
         self._registry = registry
         self._owns = owns
         self._feeds: dict[str, CameraFeed] = {}
-        self._publishers: dict[str, Publisher] = {}
+        self._publishers: dict[str, PublishSession] = {}
         self._views: dict[str, ViewSession] = {}
         self._pullers: dict[str, RtspPuller] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -544,16 +507,9 @@ class CameraHub:
         feed = self.feed(camera_id)
         if feed.transport == "rtsp":
             raise BadOffer(f"camera {camera_id!r} is pulled over RTSP; it cannot also push")
-        session: Publisher
-        if self._settings.webrtc_receiver == "gstreamer":
-            session = GstPublishSession(feed, self._publisher_ended, self._settings.offline_after_s)
-        else:
-            session = PublishSession(feed, self._publisher_ended, self._decoders, self._settings)
+        session = PublishSession(feed, self._publisher_ended, self._decoders, self._settings)
         try:
-            answer = await session.answer(without_mdns_candidates(offer_sdp))
-        except GstOfferError as exc:
-            await session.close()
-            raise BadOffer(str(exc)) from exc
+            answer = await session.answer(offer_sdp)
         except BaseException:
             await session.close()
             raise
@@ -570,16 +526,15 @@ class CameraHub:
 
     async def unpublish(self, camera_id: str, session_id: str) -> None:
         session = self._publishers.get(session_id)
-        if session is None or session.camera_id != camera_id:
+        if session is None or session.feed.camera_id != camera_id:
             raise UnknownSession(f"no publishing session {session_id!r} for {camera_id!r}")
         await session.close()
 
-    def _publisher_ended(self, session: Publisher) -> None:
+    def _publisher_ended(self, session: PublishSession) -> None:
         self._publishers.pop(session.id, None)
-        feed = self._feeds.get(session.camera_id)
-        if feed is not None and feed.publisher is session:
-            feed.publisher = None
-            feed.transport_stats = None
+        if session.feed.publisher is session:
+            session.feed.publisher = None
+            session.feed.transport_stats = None
 
     # -- WHEP and MJPEG viewers -------------------------------------------------------------
 

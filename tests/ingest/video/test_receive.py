@@ -284,12 +284,7 @@ def test_nobody_watching_analytics_still_get_their_frames_and_a_viewer_every_fra
 ) -> None:
     """10 fps in, analytics at 2: key frames only, until a WHEP viewer joins."""
     settings = load_settings(
-        {},
-        cameras={
-            "analytics_fps": 2.0,
-            "unwatched_decode": "key_frames",
-            "webrtc_receiver": "aiortc",
-        },
+        {}, cameras={"analytics_fps": 2.0, "unwatched_decode": "key_frames"}
     ).cameras
     taken: list[Frame] = []
 
