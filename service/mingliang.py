@@ -211,6 +211,7 @@ class Mingliang:
                 engine.submit_signals,
                 offline_at_start=still_offline,
                 owns=lambda camera_id: cluster.mine(camera_key(camera_id)),
+                node=settings.cluster.node_id,
             )
             if cluster.clustered and registry.streams:
                 cluster.claim(self._pull_claim(pool, monitor))

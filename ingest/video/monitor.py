@@ -88,8 +88,8 @@ def health_point(cur: CameraStats, prev: CameraStats | None, dt_s: float, now_ms
     return Point(CAMERA_HEALTH, tags, fields, now_ms * 1_000_000)
 
 
-def worker_point(worker: WorkerStats, now_ms: int) -> Point:
-    """A camera worker process's memory and load."""
+def worker_point(worker: WorkerStats, now_ms: int, node: str | None = None) -> Point:
+    """A camera worker process's memory and load; `node` tells the nodes' worker 0s apart."""
     fields: dict[str, Any] = {
         "rss_bytes": worker.rss_bytes,
         "threads": worker.threads,
@@ -101,7 +101,10 @@ def worker_point(worker: WorkerStats, now_ms: int) -> Point:
     if worker.heap_in_use_bytes is not None and worker.heap_free_bytes is not None:
         fields["heap_in_use_bytes"] = worker.heap_in_use_bytes
         fields["heap_free_bytes"] = worker.heap_free_bytes
-    return Point(CAMERA_WORKER, {"worker": str(worker.index)}, fields, now_ms * 1_000_000)
+    tags = {"worker": str(worker.index)}
+    if node is not None:
+        tags["node"] = node
+    return Point(CAMERA_WORKER, tags, fields, now_ms * 1_000_000)
 
 
 class CameraMonitor:
@@ -114,17 +117,20 @@ class CameraMonitor:
         submit: Callable[[Sequence[Signal]], None],
         offline_at_start: Iterable[str] = (),
         owns: Callable[[str], bool] = lambda camera_id: True,
+        node: str | None = None,
     ) -> None:
         """`points` takes health points without waiting; `submit` hands signals to the alert
         engine and may wait (it is called off the event loop). `owns(camera_id)`: with several
         nodes, whether this node serves the camera now; a camera served elsewhere, with no
-        session left here, is not watched here."""
+        session left here, is neither watched nor reported here (its owner reports it).
+        `node`: this node's id, a tag of its workers' points."""
         self._settings = settings
         self._registry = registry
         self._pool = pool
         self._points = points
         self._submit = submit
         self._owns = owns
+        self._node = node
         self.watch = CameraWatch(int(settings.offline_after_s * 1000))
         now_ms = time.time_ns() // 1_000_000
         for camera_id in offline_at_start:  # open camera_offline alerts from before a restart
@@ -171,10 +177,13 @@ class CameraMonitor:
         dt_s, self._prev_at = mono - self._prev_at, mono
         now_ms = time.time_ns() // 1_000_000
         signals: list[Signal] = []
-        lines = [encode_point(worker_point(w, now_ms)) for w in workers]
+        lines = [encode_point(worker_point(w, now_ms, self._node)) for w in workers]
         for cur in (camera for w in workers for camera in w.cameras):
             if cur.transport is None:
                 continue  # asked about (a snapshot), never fed: no video to report on
+            if not cur.connected and not self._owns(cur.camera_id):
+                self._prev.pop(cur.camera_id, None)  # moved to another node, which reports it
+                continue
             if cur.last_frame_ms is not None:
                 source = Source(cur.site_id, cur.camera_id)
                 signals += self.watch.frame_seen(source, cur.last_frame_ms)

@@ -1,13 +1,17 @@
-"""Camera health points from two polls of a worker's running totals."""
+"""Camera health points from two polls of a worker's running totals, and whose they are."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
-from ingest.video.monitor import health_point
-from ingest.video.stats import CameraStats
+from config.settings import load_settings
+from devices.registry import Registry
+from ingest.video.monitor import CameraMonitor, health_point, worker_point
+from ingest.video.stats import CameraStats, WorkerStats
 from timeseries.lineprotocol import encode_point
-from timeseries.schema import CAMERA_HEALTH
+from timeseries.schema import CAMERA_HEALTH, CAMERA_WORKER
 
 
 def stats(**over: Any) -> CameraStats:
@@ -93,3 +97,83 @@ def test_an_rtsp_camera_without_rtp_figures_and_no_frame_yet() -> None:
     f = health_point(cur, None, 5.0, 10_000).fields
     assert f["online"] is False
     assert not {"packets_lost", "jitter_ms", "width", "last_frame_age_s"} & f.keys()
+
+
+def worker(index: int, *cameras: CameraStats) -> WorkerStats:
+    return WorkerStats(
+        index=index,
+        pid=1000 + index,
+        rss_bytes=150 << 20,
+        heap_in_use_bytes=None,
+        heap_free_bytes=None,
+        threads=12,
+        cameras=list(cameras),
+        analytics_frames=0,
+        analytics_cpu_s=0.0,
+        findings_dropped=0,
+    )
+
+
+class Workers:
+    """Stands in for the CameraPool: the workers' figures the monitor polls."""
+
+    def __init__(self, *workers: WorkerStats) -> None:
+        self.workers = list(workers)
+
+    async def stats(self) -> tuple[list[WorkerStats], list[int]]:
+        return self.workers, []
+
+
+def monitor(
+    registry: Registry, pool: Workers, owned: set[str], node: str | None
+) -> tuple[CameraMonitor, list[str], list[Any]]:
+    lines: list[str] = []
+    signals: list[Any] = []
+    settings = load_settings({}).cameras
+    made = CameraMonitor(
+        settings,
+        registry.with_streams([]),
+        pool,  # type: ignore[arg-type]
+        lines.extend,
+        signals.extend,
+        owns=owned.__contains__,
+        node=node,
+    )
+    return made, lines, signals
+
+
+def test_each_nodes_workers_are_their_own_series(registry: Registry) -> None:
+    mon, lines, _ = monitor(registry, Workers(worker(0), worker(1)), set(), "node-a")
+    asyncio.run(mon.poll())
+    assert sorted(line.split(" ")[0] for line in lines) == [
+        f"{CAMERA_WORKER},node=node-a,worker=0",
+        f"{CAMERA_WORKER},node=node-a,worker=1",
+    ]
+    assert encode_point(worker_point(worker(0), 10_000)).startswith(f"{CAMERA_WORKER},worker=0 ")
+
+
+def test_a_camera_that_moved_to_another_node_is_neither_reported_nor_alerted_here(
+    registry: Registry,
+) -> None:
+    """Node A served the camera, then its publisher moved to node B: A's worker still has
+    the camera's feed, disconnected. Only B may write its health and raise camera_offline."""
+    camera = "kitchen-0001-cam-1"
+    now_ms = time.time_ns() // 1_000_000
+    live = stats(camera_id=camera, last_frame_ms=now_ms)
+    pool = Workers(worker(0, live))
+    owned = {camera}
+    mon, lines, signals = monitor(registry, pool, owned, "node-a")
+
+    async def scenario() -> None:
+        await mon.poll()
+        assert any(line.startswith(f"{CAMERA_HEALTH},") for line in lines)
+        owned.clear()  # the camera's owner is now node B
+        pool.workers = [worker(0, stats(camera_id=camera, connected=False, last_frame_ms=now_ms))]
+        lines.clear()
+        await mon.poll()
+        assert not any(line.startswith(f"{CAMERA_HEALTH},") for line in lines)
+        assert camera not in mon.watch.watched()
+        assert mon.latest() == {}
+
+    asyncio.run(scenario())
+    assert signals == []
