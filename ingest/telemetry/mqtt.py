@@ -58,16 +58,20 @@ class MqttCollector:
         *,
         subscribe: bool = True,
         topics: Sequence[str] = (SUBSCRIPTION,),
+        forget: Sequence[str] = (),
         link: int = 0,
     ) -> None:
         """`subscribe=False`: a connection that only publishes (the alert relay's own).
-        `topics`: what to subscribe to (one partition's sites); `link` names this connection
+        `topics`: what to subscribe to (one partition's sites); `forget`: what a resumed
+        session may still be subscribed to from before and must no longer get (the sites of
+        other partitions, after `cluster.partitions` changed); `link` names this connection
         in the acknowledgements of its messages, when ingest has several.
 
         Raises `devices.pki.TlsError` if `settings.tls_ca` cannot be read."""
         self._settings = settings
         self._subscribe = subscribe
         self._topics = tuple(topics)
+        self._forget = tuple(t for t in forget if t not in self._topics)
         self._link = link
         self._handler = handler
         self._on_connection = on_connection
@@ -169,6 +173,10 @@ class MqttCollector:
         # retainHandling=1: retained statuses only when the subscription is new, not on every
         # reconnect of a session that already has it.
         options = SubscribeOptions(qos=1, retainHandling=1)
+        if flags.session_present and self._forget:
+            # The broker keeps a session's subscriptions: those of an earlier layout would
+            # bring this partition other partitions' sites too (processed twice).
+            client.unsubscribe(list(self._forget))
         client.subscribe([(topic, options) for topic in topics])
         log.info(
             "connected to %s:%s as %s (session %s)",

@@ -230,7 +230,10 @@ class IngestService:
             raise RuntimeError("ingest takes every site: there are no partitions to start")
         sites = partitions.sites_of(partition, self.registry.sites, count)
         own = partitions.partition_settings(self.settings.mqtt, partition, count)
-        collector = self._collector(own, link=partition, topics=partitions.topics(sites))
+        others = sorted(set(self.registry.sites) - set(sites))
+        collector = self._collector(
+            own, link=partition, topics=partitions.topics(sites), forget=partitions.topics(others)
+        )
         with self._links:
             if self._closed:
                 raise RuntimeError(f"ingest is stopping: partition {partition} not started")
@@ -260,7 +263,11 @@ class IngestService:
         return drained
 
     def _collector(
-        self, mqtt: MqttSettings, link: int, topics: Sequence[str] = (SUBSCRIPTION,)
+        self,
+        mqtt: MqttSettings,
+        link: int,
+        topics: Sequence[str] = (SUBSCRIPTION,),
+        forget: Sequence[str] = (),
     ) -> MqttCollector:
         def connection(up: bool) -> None:
             with self._links:
@@ -269,7 +276,9 @@ class IngestService:
             self.metrics.mqtt_connected.set(int(up and all(c.connected for c in collectors)))
             self._on_connection(up, link)
 
-        return MqttCollector(mqtt, self._on_message, connection, topics=topics, link=link)
+        return MqttCollector(
+            mqtt, self._on_message, connection, topics=topics, forget=forget, link=link
+        )
 
     def _ack(self, acks: Sequence[Ack]) -> int:
         """Acknowledge on the connection each message came in on (writer thread). The acks go
