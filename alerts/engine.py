@@ -302,11 +302,13 @@ class AlertEngine:
 
     # -- partitions ------------------------------------------------------------------------
 
-    def take_partition(self, link: int, site_ids: Sequence[str]) -> None:
+    def take_partition(self, link: int) -> None:
         """Judge partition `link`'s devices from the progress its last owner stored. Call it
         before ingest takes the partition's messages. Raises if the database is away."""
-        sites = frozenset(site_ids)
-        self._records.take(link, self._saved_states(lambda site_id: site_id in sites))
+        if self._partition_of is None:
+            raise RuntimeError("the engine judges every site: there are no partitions to take")
+        states = self._saved_states(lambda site_id: self._link_of(site_id) == link)
+        self._records.take(link, states)
 
     def give_up_partition(self, link: int, timeout: float) -> bool:
         """Stop judging partition `link` once the records ingest took before are evaluated;

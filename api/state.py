@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 from fastapi import Request
 from prometheus_client import CollectorRegistry
 
@@ -42,6 +43,7 @@ class AppState:
     cameras: CameraPool | None = None  # None: the video path is off
     camera_monitor: CameraMonitor | None = None
     cluster: Membership | None = None  # None: made by a test without one; a node alone
+    peers: httpx.AsyncClient | None = None  # several nodes: requests passed to another node
     # Made from the fields above, so that whoever assembles the state need not know them.
     guard: AuthGuard = field(init=False)  # the failed-authentication slow-down (api/guard.py)
     audit: AuditLog = field(init=False)  # the audit trail, in the alert store's database

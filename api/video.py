@@ -100,10 +100,10 @@ async def _at_owner(
             503, f"nodes disagree on who serves {camera_id!r}; retry", {"Retry-After": "2"}
         )
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-    assert state.cluster is not None  # served elsewhere: there are several nodes
+    assert state.cluster is not None and state.peers is not None  # several nodes
     headers[FORWARDED_BY] = state.cluster.me.node_id
     url = owner.api_url.rstrip("/") + request.url.path
-    client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
+    client = state.peers
     try:
         upstream = await client.send(
             client.build_request(
@@ -112,20 +112,14 @@ async def _at_owner(
             stream=True,
         )
     except httpx.HTTPError as exc:
-        await client.aclose()
         raise HTTPException(
             503,
             f"node {owner.node_id}, which serves {camera_id!r}, did not answer: {exc}",
             {"Retry-After": "2"},
         ) from exc
-
-    async def close() -> None:
-        await upstream.aclose()
-        await client.aclose()
-
     kept = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_HEADERS}
     return StreamingResponse(
-        upstream.aiter_raw(), upstream.status_code, kept, background=BackgroundTask(close)
+        upstream.aiter_raw(), upstream.status_code, kept, background=BackgroundTask(upstream.aclose)
     )
 
 

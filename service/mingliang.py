@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 
+import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -118,9 +119,14 @@ class Mingliang:
         await asyncio.to_thread(sessions.create_schema)
 
         cluster = self._membership()
+        peers = None
         if cluster.clustered:
             cluster_loop = supervisor.task("cluster", cluster.run)
             stack.push_async_callback(cluster_loop.stop)
+            # Viewers' requests passed to other nodes (api/video.py): connections kept.
+            peers = await stack.enter_async_context(
+                httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
+            )
 
         feed = ChangeFeed(store)
         feed_loop = supervisor.task("change-feed", feed.run)
@@ -247,6 +253,7 @@ class Mingliang:
             cameras=pool,
             camera_monitor=monitor,
             cluster=cluster,
+            peers=peers,
         )
 
     def _membership(self) -> Membership:
@@ -266,11 +273,10 @@ class Mingliang:
         the last owner stored, then ingest connects to the partition's session; handing over,
         ingest stops taking, drains, and the rules store their progress for the next owner."""
         count = self._settings.cluster.partitions
-        site_ids = list(self._registry.sites)
 
         def start(key: str) -> None:
             partition = int(key)
-            engine.take_partition(partition, partitions.sites_of(partition, site_ids, count))
+            engine.take_partition(partition)
             ingest.start_partition(partition)
 
         def stop(key: str) -> None:

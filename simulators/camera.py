@@ -173,7 +173,7 @@ class WhipPublisher:
         raise WhipError(response.status_code, f"more than {MAX_REDIRECTS} redirects")
 
     def _next_endpoint(self) -> None:
-        index = self.endpoints.index(self.endpoint) if self.endpoint in self.endpoints else -1
+        index = self.endpoints.index(self.endpoint)
         self.endpoint = self.endpoints[(index + 1) % len(self.endpoints)]
 
     async def run(self, stop: asyncio.Event) -> None:

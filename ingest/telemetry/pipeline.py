@@ -209,9 +209,9 @@ class IngestService:
     def wait_connected(self, timeout: float) -> bool:
         """True once every connection ingest has is up (and subscribed)."""
         deadline = time.monotonic() + timeout
-        with self._links:
-            collectors = list(self._collectors.values())
-        return all(c.wait_connected(max(0.0, deadline - time.monotonic())) for c in collectors)
+        return all(
+            c.wait_connected(max(0.0, deadline - time.monotonic())) for c in self._connections()
+        )
 
     # -- partitions (several nodes) --------------------------------------------------------
 
@@ -270,15 +270,20 @@ class IngestService:
         forget: Sequence[str] = (),
     ) -> MqttCollector:
         def connection(up: bool) -> None:
-            with self._links:
-                collectors = list(self._collectors.values())
-            # Connected means every connection ingest has: one down is messages not taken.
-            self.metrics.mqtt_connected.set(int(up and all(c.connected for c in collectors)))
+            self.metrics.mqtt_connected.set(int(up and self._all_connected()))
             self._on_connection(up, link)
 
         return MqttCollector(
             mqtt, self._on_message, connection, topics=topics, forget=forget, link=link
         )
+
+    def _connections(self) -> list[MqttCollector]:
+        with self._links:
+            return list(self._collectors.values())
+
+    def _all_connected(self) -> bool:
+        """Connected means every connection ingest has: one down is messages not taken."""
+        return all(c.connected for c in self._connections())
 
     def _ack(self, acks: Sequence[Ack]) -> int:
         """Acknowledge on the connection each message came in on (writer thread). The acks go
@@ -320,10 +325,8 @@ class IngestService:
 
     def health(self) -> Health:
         alive = self._writer_loop is not None and self._writer_loop.status().up
-        with self._links:
-            collectors = list(self._collectors.values())
         return Health(
-            mqtt_connected=all(c.connected for c in collectors),
+            mqtt_connected=self._all_connected(),
             influx_up=self._writer.influx_up,
             writer_alive=alive,
             spool_points=self._spool.pending_points,
