@@ -53,11 +53,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import av  # noqa: E402
 import httpx  # noqa: E402
 from aiortc.codecs import vpx  # noqa: E402
 from aiortc.mediastreams import VIDEO_TIME_BASE  # noqa: E402
+from procfs import cpu_seconds, rss_bytes  # noqa: E402
 
 from alerts.store import AlertStore  # noqa: E402
 from devices.registry import load_registry  # noqa: E402
@@ -72,15 +74,6 @@ WIDTH, HEIGHT, FPS = 640, 360, 5.0
 DATABASE = "bench_cameras"
 
 
-def cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """User + system CPU time of a process (or one of its threads), from /proc."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    with open(path) as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
 def cpu_split(service: int, workers: list[int]) -> dict[str, float]:
     """CPU seconds so far: the API process, the workers' event loops (WebRTC, SRTP, RTP and
     jitter buffers in Python) and their other threads (decoders, pulls, JPEG)."""
@@ -90,12 +83,6 @@ def cpu_split(service: int, workers: list[int]) -> dict[str, float]:
         "loop": loops,
         "threads": sum(cpu_seconds(w) for w in workers) - loops,
     }
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process, from /proc."""
-    with open(f"/proc/{pid}/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def children(pid: int) -> list[int]:

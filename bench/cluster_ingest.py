@@ -56,12 +56,14 @@ from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
 import psycopg  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
+from procfs import CLK_TCK, rss_bytes  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from cluster import rendezvous  # noqa: E402
@@ -72,7 +74,7 @@ from simulators.local_services import Influxd, Mosquitto, Postgres, free_port  #
 INVENTORY = ROOT / "config" / "inventory" / "inventory.toml"
 PARTITIONS = 16
 DISTRICT_RATE = 277.0  # acknowledged messages/s of the district demo
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+
 PROGRESS_S = 30.0
 PROBE_POLL_S = 0.05
 PACE_SLICE_S = 0.02
@@ -184,16 +186,6 @@ def describe_process(pid: int, name: str) -> str:
         if words:
             return " ".join(words).strip()[:60]
     return f"[{name}]"
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def busy_seconds() -> float:

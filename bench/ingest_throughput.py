@@ -26,9 +26,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
+from procfs import cpu_seconds  # noqa: E402
 
 from devices.registry import load_registry  # noqa: E402
 from simulators.local_services import Influxd, Mosquitto, free_port  # noqa: E402
@@ -112,12 +114,6 @@ def _run_publisher(broker: Mosquitto, count: int) -> float:
     return float(json.loads(out.strip().splitlines()[-1])["started"])
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def baseline_round(broker: Mosquitto, count: int) -> tuple[float, float]:
     """(messages/s, CPU µs per message) of the bare subscriber."""
     sub = _child("--as-subscriber", broker.host, str(broker.port), str(count))
@@ -164,7 +160,7 @@ def ingest_round(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"ingest did not start; see {log.name}")
             time.sleep(0.1)
-        cpu_before = _cpu_seconds(service.pid)
+        cpu_before = cpu_seconds(service.pid)
         started = _run_publisher(broker, count)
         query = {"db": database, "q": 'SELECT count("temp_c") FROM telemetry'}
         while True:
@@ -174,7 +170,7 @@ def ingest_round(
                 done = time.time()
                 break
             time.sleep(0.02)  # polling resolution of the measurement
-        cpu = _cpu_seconds(service.pid) - cpu_before
+        cpu = cpu_seconds(service.pid) - cpu_before
         return count / (done - started), cpu / count * 1e6
     finally:
         service.terminate()
